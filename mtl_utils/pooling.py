@@ -1,0 +1,32 @@
+"""Turn token states into one sentence vector: mean (padding excluded), CLS or max."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+POOLING_MODES = ("mean", "cls", "max")
+
+
+def check_pooling(mode: str) -> str:
+    if mode not in POOLING_MODES:
+        raise ValueError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLING_MODES)}")
+    return mode
+
+
+def pool(token_states: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """(batch, seq, hidden) states and (batch, seq) mask -> (batch, hidden) sentence vectors."""
+    mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
+    if mode == "mean":
+        # Average over real tokens only: padding would pull every short sentence towards the pad state.
+        return (token_states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    if mode == "cls":
+        return token_states[:, 0]
+    if mode == "max":
+        return token_states.masked_fill(mask == 0, torch.finfo(token_states.dtype).min).max(1).values
+    check_pooling(mode)
+    raise AssertionError("unreachable")
+
+
+def normalize(vectors: torch.Tensor) -> torch.Tensor:
+    """L2-normalise so that a dot product is a cosine similarity."""
+    return F.normalize(vectors, p=2, dim=-1)
