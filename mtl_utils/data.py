@@ -1,0 +1,217 @@
+"""Read CoNLL-2003, SST-2 and STS-B from local files (original formats) or the Hugging Face Hub.
+
+Local files are parsed here, line by line, so that a bad line is reported with its file and
+line number instead of surfacing later as a shape error inside torch. Every split comes back as
+a `datasets.Dataset` with one schema per task kind:
+    token tasks:    tokens: list[str], tags: list[str]
+    sentence tasks: text: str, label: str
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict
+
+from .tasks import CONLL_NER_LABELS, SST2_LABELS
+
+DATA_DIR_ENV = "MTL_DATA_DIR"
+HUB_IDS = {"conll2003": "lhoestq/conll2003", "sst2": "stanfordnlp/sst2", "stsb": "sentence-transformers/stsb"}
+
+
+class DataFormatError(ValueError):
+    """A data file that does not follow its format; the message names the file and line."""
+
+
+class DataUnavailableError(RuntimeError):
+    """Neither a local data directory nor the Hugging Face Hub could provide a dataset."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The data directory from the argument, else from $MTL_DATA_DIR, else None (use the Hub)."""
+    chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
+    if chosen is None:
+        return None
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        source = "argument" if data_dir is not None else f"${DATA_DIR_ENV}"
+        raise FileNotFoundError(f"data directory {path} (from {source}) does not exist or is not a directory")
+    return path
+
+
+def _read_lines(path: Path) -> list[str]:
+    """Lines without their endings (LF or CRLF), a UTF-8 BOM removed; non-UTF-8 bytes name the line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    lines = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataFormatError(f"{path}:{number}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        lines.append(line)
+    return lines
+
+
+def read_conll(path: str | os.PathLike, labels: list[str] = CONLL_NER_LABELS, tag_column: int = 3) -> dict[str, list]:
+    """Parse a CoNLL-2003 file (`token POS chunk NER` per line, blank line between sentences).
+
+    `-DOCSTART-` lines are document boundaries, not sentences. Every line of a file must have the
+    same number of columns, and every tag must be in `labels`; tags are kept as written (an I- tag
+    after O is not repaired: strict seqeval scoring treats it as the start of an entity).
+    """
+    path = Path(path)
+    sentences: list[list[str]] = []
+    tags: list[list[str]] = []
+    words: list[str] = []
+    word_tags: list[str] = []
+    n_columns = None
+    label_set = set(labels)
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            if words:
+                sentences.append(words)
+                tags.append(word_tags)
+                words, word_tags = [], []
+            continue
+        columns = line.split()
+        if columns[0] == "-DOCSTART-":
+            continue
+        if n_columns is None:
+            n_columns = len(columns)
+            if n_columns <= tag_column:
+                raise DataFormatError(f"{path}:{number}: expected at least {tag_column + 1} columns, found {n_columns}: {line!r}")
+        if len(columns) != n_columns:
+            raise DataFormatError(f"{path}:{number}: expected {n_columns} columns like the first line, found {len(columns)}: {line!r}")
+        tag = columns[tag_column]
+        if tag not in label_set:
+            raise DataFormatError(f"{path}:{number}: tag {tag!r} is not in the label set {labels}")
+        words.append(columns[0])
+        word_tags.append(tag)
+    if words:  # a file that does not end with a blank line still ends its last sentence
+        sentences.append(words)
+        tags.append(word_tags)
+    if not sentences:
+        raise DataFormatError(f"{path}: no sentences found (empty dataset)")
+    return {"tokens": sentences, "tags": tags}
+
+
+def read_sst2_tsv(path: str | os.PathLike, labels: list[str] = SST2_LABELS) -> dict[str, list]:
+    """Parse a GLUE SST-2 TSV (`sentence<TAB>label` with a header); labels are integers 0/1."""
+    path = Path(path)
+    lines = _read_lines(path)
+    if not lines or lines[0].split("\t")[:2] != ["sentence", "label"]:
+        raise DataFormatError(f"{path}:1: expected the header 'sentence<TAB>label', found {lines[0]!r}" if lines else f"{path}: empty file")
+    texts, names = [], []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2 or not fields[1].strip():
+            raise DataFormatError(f"{path}:{number}: expected 'sentence<TAB>label', found {len(fields)} field(s): {line!r}")
+        try:
+            label = int(fields[1])
+        except ValueError:
+            raise DataFormatError(f"{path}:{number}: label {fields[1]!r} is not an integer") from None
+        if not 0 <= label < len(labels):
+            raise DataFormatError(f"{path}:{number}: label {label} is outside 0..{len(labels) - 1} ({labels})")
+        texts.append(fields[0].strip())
+        names.append(labels[label])
+    if not texts:
+        raise DataFormatError(f"{path}: no examples found (empty dataset)")
+    return {"text": texts, "label": names}
+
+
+def read_stsb_tsv(path: str | os.PathLike) -> dict[str, list]:
+    """Parse GLUE STS-B (no header; sentence1, sentence2 and score in columns 8, 9, 10)."""
+    path = Path(path)
+    first, second, scores = [], [], []
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 10:
+            raise DataFormatError(f"{path}:{number}: expected 10 tab-separated columns, found {len(fields)}")
+        try:
+            score = float(fields[9])
+        except ValueError:
+            raise DataFormatError(f"{path}:{number}: score {fields[9]!r} is not a number") from None
+        first.append(fields[7])
+        second.append(fields[8])
+        scores.append(score)
+    if not scores:
+        raise DataFormatError(f"{path}: no sentence pairs found (empty dataset)")
+    return {"sentence1": first, "sentence2": second, "score": scores}
+
+
+def _from_hub(dataset: str, **kwargs) -> DatasetDict | Dataset:
+    from datasets import load_dataset
+
+    hub_id = HUB_IDS[dataset]
+    try:
+        return load_dataset(hub_id, **kwargs)
+    except Exception as err:  # offline, DNS, 404, ...: all mean "not from the Hub"
+        raise DataUnavailableError(
+            f"no data directory was given and {hub_id} could not be loaded from the Hugging Face Hub "
+            f"({type(err).__name__}: {err}). Set {DATA_DIR_ENV} (or pass --data-dir) to a folder "
+            f"laid out like shared/data, with {dataset}/ inside."
+        ) from err
+
+
+def _names_from_hub(split: Dataset, column: str, expected: list[str]) -> list[str]:
+    """The Hub's label names for `column`, checked against the order this package uses."""
+    feature = split.features[column]
+    names = list(getattr(feature, "feature", feature).names)
+    if sorted(names) != sorted(expected):
+        raise DataFormatError(f"Hub column {column!r} has labels {names}, expected {expected}")
+    return names
+
+
+def load_conll2003(data_dir: str | os.PathLike | None = None) -> DatasetDict:
+    """CoNLL-2003 NER: train / validation / test with string IOB2 tags."""
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        return DatasetDict({split: Dataset.from_dict(read_conll(root / "conll2003" / f"{split}.txt"))
+                            for split in ("train", "validation", "test")})
+    hub = _from_hub("conll2003")
+    names = _names_from_hub(hub["train"], "ner_tags", CONLL_NER_LABELS)
+    return DatasetDict({
+        split: Dataset.from_dict({"tokens": hub[split]["tokens"],
+                                  "tags": [[names[t] for t in seq] for seq in hub[split]["ner_tags"]]})
+        for split in ("train", "validation", "test")
+    })
+
+
+def load_sst2(data_dir: str | os.PathLike | None = None) -> DatasetDict:
+    """SST-2: train / validation (the GLUE test split has no labels, so it is not loaded)."""
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        return DatasetDict({split: Dataset.from_dict(read_sst2_tsv(root / "sst2" / f"{split}.tsv"))
+                            for split in ("train", "validation")})
+    hub = _from_hub("sst2")
+    names = _names_from_hub(hub["train"], "label", SST2_LABELS)
+    return DatasetDict({
+        split: Dataset.from_dict({"text": [s.strip() for s in hub[split]["sentence"]],
+                                  "label": [names[i] for i in hub[split]["label"]]})
+        for split in ("train", "validation")
+    })
+
+
+def load_stsb_validation(data_dir: str | os.PathLike | None = None) -> Dataset:
+    """STS-B validation pairs with gold similarity scores (0-5 locally, 0-1 on the Hub; Spearman ignores scale)."""
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        return Dataset.from_dict(read_stsb_tsv(root / "stsb" / "validation.tsv"))
+    return _from_hub("stsb", split="validation")
+
+
+LOADERS = {"ner": load_conll2003, "sentiment": load_sst2}
+
+
+def load_task_data(task: str, data_dir: str | os.PathLike | None = None) -> DatasetDict:
+    """The raw splits of a built-in task, by task name."""
+    if task not in LOADERS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(LOADERS)}")
+    return LOADERS[task](data_dir)
