@@ -1,0 +1,131 @@
+"""Selective freezing and per-task layer routing.
+
+A frozen parameter gets `requires_grad=False` and is left out of the optimizer (see llrd.py):
+leaving it in would still let AdamW's weight decay shrink it every step.
+
+Scenarios (combine several with commas, e.g. "bottom:2,head:ner"):
+    none         everything trainable (undoes earlier freezing)
+    all          the entire network (inference only)
+    backbone     embeddings and every transformer layer
+    embeddings   the embedding layer only
+    bottom:K     embeddings and the lowest K layers
+    head:TASK    one task's head
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+from torch import nn
+
+from .backbone import backbone_layout
+
+if TYPE_CHECKING:
+    from .model import MultiTaskModel
+
+SCENARIOS = ("none", "all", "backbone", "embeddings", "bottom:K", "head:TASK")
+
+
+def set_trainable(module: nn.Module, trainable: bool) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(trainable)
+
+
+def apply_freezing(model: "MultiTaskModel", scenario: str) -> "MultiTaskModel":
+    """Freeze the parts a scenario names (comma-separated scenarios apply in order)."""
+    layout = backbone_layout(model.encoder.backbone)
+    n_layers = len(layout.layers)
+    for part in [p.strip() for p in scenario.split(",") if p.strip()]:
+        name, _, argument = part.partition(":")
+        if name == "none" and not argument:
+            set_trainable(model, True)
+        elif name == "all" and not argument:
+            set_trainable(model, False)
+        elif name == "backbone" and not argument:
+            set_trainable(model.encoder.backbone, False)
+        elif name == "embeddings" and not argument:
+            set_trainable(layout.embeddings, False)
+        elif name == "bottom" and argument:
+            k = _parse_k(argument, part, lowest=0, highest=n_layers)
+            set_trainable(layout.embeddings, False)
+            for layer in layout.layers[:k]:
+                set_trainable(layer, False)
+        elif name == "head" and argument:
+            if argument not in model.heads:
+                raise ValueError(f"freezing {part!r}: unknown task {argument!r}; this model has {', '.join(model.heads)}")
+            set_trainable(model.heads[argument], False)
+        else:
+            raise ValueError(f"unknown freezing scenario {part!r}; choose from {', '.join(SCENARIOS)}")
+    return model
+
+
+def _parse_k(argument: str, part: str, lowest: int, highest: int) -> int:
+    try:
+        k = int(argument)
+    except ValueError:
+        raise ValueError(f"{part!r}: K must be an integer, got {argument!r}") from None
+    if not lowest <= k <= highest:
+        raise ValueError(f"{part!r}: K={k} is out of range; this backbone has {highest} layers ({lowest}..{highest})")
+    return k
+
+
+def route_task(model: "MultiTaskModel", task: str, top_k: int | None) -> None:
+    """Let `task`'s batches train only the top K layers (and its head); None lets it train them all.
+
+    The lower layers and the embeddings still run for that task's batches, but without gradients,
+    so they cost no backward pass and AdamW skips them (their .grad stays None).
+    """
+    if task not in model.heads:
+        raise ValueError(f"layer routing: unknown task {task!r}; this model has {', '.join(model.heads)}")
+    n_layers = len(backbone_layout(model.encoder.backbone).layers)
+    if top_k is None:
+        model.layer_routing.pop(task, None)
+        return
+    model.layer_routing[task] = _parse_k(str(top_k), f"{task}:{top_k}", lowest=1, highest=n_layers)
+
+
+@contextlib.contextmanager
+def lower_layers_without_grad(backbone: nn.Module, n_lower: int) -> Iterator[None]:
+    """Run the embeddings and the lowest `n_lower` layers with autograd off, the rest as usual."""
+    layout = backbone_layout(backbone)
+    boundary = layout.layers[n_lower - 1] if n_lower > 0 else layout.embeddings
+    grad_was_enabled = torch.is_grad_enabled()
+
+    def switch_off(module, args):
+        torch.set_grad_enabled(False)
+
+    def switch_back(module, args, output):
+        torch.set_grad_enabled(grad_was_enabled)
+
+    handles = [layout.embeddings.register_forward_pre_hook(switch_off),
+               boundary.register_forward_hook(switch_back)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        torch.set_grad_enabled(grad_was_enabled)
+
+
+def parameter_report(model: "MultiTaskModel") -> list[dict]:
+    """Trainable and frozen parameter counts per module (embeddings, each layer, each head)."""
+    layout = backbone_layout(model.encoder.backbone)
+    modules: list[tuple[str, nn.Module]] = [("embeddings", layout.embeddings)]
+    modules += [(f"layer.{i}", layer) for i, layer in enumerate(layout.layers)]
+    if layout.pooler is not None:
+        modules.append(("pooler", layout.pooler))
+    modules += [(f"head.{name}", head) for name, head in model.heads.items()]
+    rows = []
+    for name, module in modules:
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
+        rows.append({"module": name, "trainable": trainable, "frozen": frozen})
+    rows.append({"module": "total", "trainable": sum(r["trainable"] for r in rows), "frozen": sum(r["frozen"] for r in rows)})
+    return rows
+
+
+def format_report(rows: list[dict]) -> str:
+    lines = [f"{'module':<16}{'trainable':>12}{'frozen':>12}"]
+    lines += [f"{r['module']:<16}{r['trainable']:>12,}{r['frozen']:>12,}" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""Layer-wise learning-rate decay (LLRD): lower layers, which hold general language knowledge, move less.
+
+    head(s)        head_lr
+    top layer      lr                (and the pooler, if the backbone has one)
+    layer i        lr * decay ** (L - 1 - i)
+    embeddings     lr * decay ** L   (lowest of all)
+
+Each group is split in two: weights with weight decay, and biases / LayerNorm weights without it
+(decaying a LayerNorm gain towards 0 or a bias towards 0 has no regularising meaning). Frozen
+parameters are left out entirely, so AdamW's decoupled weight decay cannot move them.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from .backbone import backbone_layout
+
+if TYPE_CHECKING:
+    from .model import MultiTaskModel
+
+
+def _no_decay(name: str, parameter: nn.Parameter) -> bool:
+    return parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+
+
+def check_decay(decay: float) -> float:
+    if not 0 < decay <= 1:
+        raise ValueError(f"LLRD decay must be in (0, 1], got {decay}")
+    return decay
+
+
+def llrd_parameter_groups(model: "MultiTaskModel", lr: float, head_lr: float | None = None, decay: float = 1.0,
+                          weight_decay: float = 0.01) -> list[dict]:
+    """Optimizer parameter groups; every trainable parameter appears in exactly one group."""
+    check_decay(decay)
+    head_lr = lr if head_lr is None else head_lr
+    layout = backbone_layout(model.encoder.backbone)
+    n_layers = len(layout.layers)
+    blocks: list[tuple[str, nn.Module, float]] = [("embeddings", layout.embeddings, lr * decay ** n_layers)]
+    blocks += [(f"layer.{i}", layer, lr * decay ** (n_layers - 1 - i)) for i, layer in enumerate(layout.layers)]
+    if layout.pooler is not None:
+        blocks.append(("pooler", layout.pooler, lr))
+    blocks += [(f"head.{name}", head, head_lr) for name, head in model.heads.items()]
+
+    groups, seen = [], set()
+    for block, module, block_lr in blocks:
+        with_decay, without_decay = [], []
+        for name, parameter in module.named_parameters():
+            if not parameter.requires_grad or id(parameter) in seen:
+                continue
+            seen.add(id(parameter))
+            (without_decay if _no_decay(name, parameter) else with_decay).append(parameter)
+        for params, wd, suffix in ((with_decay, weight_decay, ""), (without_decay, 0.0, " (no decay)")):
+            if params:
+                groups.append({"name": block + suffix, "params": params, "lr": block_lr, "weight_decay": wd})
+    missed = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if missed:
+        raise ValueError(f"LLRD: trainable parameters outside embeddings, layers, pooler and heads: {missed[:5]}")
+    return groups
+
+
+def llrd_table(groups: list[dict]) -> list[dict]:
+    """One row per group: name, learning rate, weight decay, number of parameters."""
+    return [{"group": g["name"], "lr": g["lr"], "weight_decay": g["weight_decay"],
+             "parameters": sum(p.numel() for p in g["params"])} for g in groups]
+
+
+def format_llrd_table(groups: list[dict]) -> str:
+    lines = [f"{'group':<28}{'lr':>10}{'wd':>7}{'params':>12}"]
+    lines += [f"{r['group']:<28}{r['lr']:>10.2e}{r['weight_decay']:>7.3f}{r['parameters']:>12,}" for r in llrd_table(groups)]
+    return "\n".join(lines)
+
+
+def plot_llrd(groups: list[dict], ax=None):
+    """Bar chart of the learning rate per block, bottom (embeddings) to top (heads)."""
+    import matplotlib.pyplot as plt
+
+    rates: dict[str, float] = {}
+    for g in groups:
+        rates.setdefault(g["name"].removesuffix(" (no decay)"), g["lr"])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(list(rates), list(rates.values()), color="tab:blue")
+    ax.set_ylabel("learning rate")
+    ax.set_yscale("log")
+    ax.tick_params(axis="x", rotation=45)
+    ax.set_title("Learning rate per block (LLRD)")
+    return ax
