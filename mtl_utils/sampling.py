@@ -1,0 +1,95 @@
+"""Which batch comes next: length-grouped batches within a task, and a multi-task schedule across tasks.
+
+Every batch holds examples of one task only, so each step runs one head on one backbone pass.
+Strategies (one epoch = as many batches as one pass over every task's data):
+    proportional   every batch of every task exactly once, in shuffled order (task i ~ n_i)
+    temperature    task i drawn with probability ~ n_i ** (1/T); T=1 is proportional, large T uniform
+    round_robin    tasks take turns
+With temperature and round_robin a small task is re-shuffled and repeated when it runs out.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import torch
+
+STRATEGIES = ("proportional", "temperature", "round_robin")
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
+                           group_batches: int = 50) -> list[list[int]]:
+    """Shuffle, sort by length inside groups of `group_batches` batches, cut into batches, shuffle batches.
+
+    Similar lengths share a batch, so dynamic padding adds few pad tokens, while the order stays random.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    group = batch_size * group_batches
+    batches = []
+    for start in range(0, len(order), group):
+        chunk = sorted(order[start:start + group], key=lambda i: lengths[i], reverse=True)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def check_strategy(strategy: str, temperature: float = 1.0) -> str:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy == "temperature" and not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return strategy
+
+
+class MultiTaskBatchSampler:
+    """Yields (task, example indices) pairs; call set_epoch(e) before each epoch for a new order."""
+
+    def __init__(self, task_lengths: dict[str, list[int]], batch_size: int, strategy: str = "proportional",
+                 temperature: float = 2.0, seed: int = 0):
+        check_strategy(strategy, temperature)
+        for task, lengths in task_lengths.items():
+            if not lengths:
+                raise ValueError(f"task {task!r} has no training examples (empty dataset)")
+        self.task_lengths = task_lengths
+        self.batch_size = batch_size
+        self.strategy = strategy
+        self.temperature = temperature
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batches_per_task(self) -> dict[str, int]:
+        return {task: math.ceil(len(lengths) / self.batch_size) for task, lengths in self.task_lengths.items()}
+
+    def __len__(self) -> int:
+        return sum(self.batches_per_task().values())
+
+    def task_probabilities(self) -> dict[str, float]:
+        sizes = {task: len(lengths) for task, lengths in self.task_lengths.items()}
+        power = 1.0 / self.temperature if self.strategy == "temperature" else 1.0
+        weights = {task: n ** power for task, n in sizes.items()}
+        if self.strategy == "round_robin":
+            weights = {task: 1.0 for task in sizes}
+        total = sum(weights.values())
+        return {task: w / total for task, w in weights.items()}
+
+    def __iter__(self) -> Iterator[tuple[str, list[int]]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        tasks = list(self.task_lengths)
+        pools = {task: length_grouped_batches(self.task_lengths[task], self.batch_size, generator) for task in tasks}
+        if self.strategy == "proportional":
+            schedule = [task for task in tasks for _ in pools[task]]
+            for i in torch.randperm(len(schedule), generator=generator).tolist():
+                task = schedule[i]
+                yield task, pools[task].pop()
+            return
+        probabilities = torch.tensor([self.task_probabilities()[t] for t in tasks])
+        for step in range(len(self)):
+            if self.strategy == "round_robin":
+                task = tasks[step % len(tasks)]
+            else:
+                task = tasks[int(torch.multinomial(probabilities, 1, generator=generator))]
+            if not pools[task]:  # ran out: a fresh pass over this task
+                pools[task] = length_grouped_batches(self.task_lengths[task], self.batch_size, generator)
+            yield task, pools[task].pop()
