@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from mtl_utils.model import CheckpointError, MultiTaskModel
+from mtl_utils.tasks import TaskSpec
+from tests.helpers import batches
+
+SENTENCES = ["Peter Blackburn flew from Paris to New York with the EU delegation .", "What a dull , lifeless film ."]
+
+
+def test_forward_per_task(model):
+    data = batches(model.encoder.tokenizer)
+    ner = model("ner", **data["ner"])
+    assert ner["logits"].shape == (*data["ner"]["input_ids"].shape, 9)
+    sentiment = model("sentiment", **data["sentiment"])
+    assert sentiment["logits"].shape == (2, 2)
+    assert ner["loss"].item() > 0 and sentiment["loss"].item() > 0
+
+
+def test_one_backbone_pass_per_batch(model):
+    calls = []
+    model.encoder.backbone.register_forward_hook(lambda *args: calls.append(1))
+    model("ner", **batches(model.encoder.tokenizer)["ner"])
+    model.predict(SENTENCES)
+    assert len(calls) == 2  # one training batch, one prediction batch for both heads
+
+
+def test_unknown_task_and_bad_labels(model):
+    data = batches(model.encoder.tokenizer)
+    with pytest.raises(ValueError, match="unknown task 'pos'; this model has tasks: ner, sentiment"):
+        model("pos", **data["ner"])
+    bad = dict(data["sentiment"], labels=torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match=r"label ids must be in 0\.\.1"):
+        model("sentiment", **bad)
+
+
+def test_adding_a_task_adds_only_a_head(model):
+    before = {n for n, _ in model.named_parameters()}
+    model.add_task(TaskSpec("topic", "sentence", ("a", "b", "c")))
+    added = {n for n, _ in model.named_parameters()} - before
+    assert added == {"heads.topic.classifier.weight", "heads.topic.classifier.bias"}
+    with pytest.raises(ValueError, match="already exists"):
+        model.add_task(TaskSpec("topic", "sentence", ("a", "b")))
+
+
+def test_predict_format(model):
+    out = model.predict(SENTENCES)
+    assert [o["text"] for o in out] == SENTENCES
+    for o in out:
+        assert o["sentiment"]["label"] in ("negative", "positive") and 0.5 <= o["sentiment"]["probability"] <= 1
+        for entity in o["ner"]:
+            assert entity["type"] in ("PER", "ORG", "LOC", "MISC")
+            assert o["text"][entity["start"]:entity["end"]] == entity["text"]
+
+
+def test_save_load_round_trip(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["encoder", "heads.safetensors", "mtl_config.json"]
+    loaded = MultiTaskModel.from_pretrained(tmp_path / "m")
+    model.eval(), loaded.eval()
+    data = batches(model.encoder.tokenizer)
+    for task in ("ner", "sentiment"):
+        assert torch.equal(model(task, **data[task])["logits"], loaded(task, **data[task])["logits"])
+    assert loaded.predict(SENTENCES) == model.predict(SENTENCES)
+
+
+def test_checkpoint_expectations_and_corruption(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="expected"):
+        MultiTaskModel.from_pretrained(tmp_path / "m", expected_tasks={"ner": ["O", "B-PER"]})
+    heads = tmp_path / "m" / "heads.safetensors"
+    heads.write_bytes(heads.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="missing or corrupt"):
+        MultiTaskModel.from_pretrained(tmp_path / "m")
+    with pytest.raises(CheckpointError, match="mtl_config.json is missing"):
+        MultiTaskModel.from_pretrained(tmp_path)
+
+
+def test_config_is_json(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "mtl_config.json").read_text())
+    assert [t["name"] for t in config["tasks"]] == ["ner", "sentiment"]
+    assert config["tasks"][0]["labels"][:3] == ["O", "B-PER", "I-PER"]
