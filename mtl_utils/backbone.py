@@ -7,11 +7,13 @@ so the lookup lives here, in one place, and fails loudly for layouts it does not
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+POOLER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -39,12 +41,16 @@ def load_backbone(name_or_path: str = DEFAULT_MODEL) -> tuple[PreTrainedModel, P
     tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True, trust_remote_code=False)
     if not tokenizer.is_fast:
         raise ValueError(f"{name_or_path}: a fast tokenizer is needed (word_ids() aligns labels to subwords)")
-    model = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False)
-    layout = backbone_layout(model)  # fail now, not halfway through training
-    if layout.pooler is not None:
-        # The BERT pooler (tanh over [CLS]) is unused by mean/cls/max pooling; left in place its
-        # weights would sit in the optimizer without ever receiving a gradient.
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    # The BERT/RoBERTa pooler (tanh over [CLS]) is unused by mean/cls/max pooling; left in place its
+    # weights would sit in the optimizer without ever receiving a gradient. Folders this package
+    # saved have no pooler weights, so they are loaded without one; others are loaded as published.
+    saved_by_us = (Path(path) / "mtl_encoder.json").is_file()
+    extra = {"add_pooling_layer": False} if saved_by_us and config.model_type in POOLER_MODEL_TYPES else {}
+    model = AutoModel.from_pretrained(path, config=config, use_safetensors=True, trust_remote_code=False, **extra)
+    if getattr(model, "pooler", None) is not None:
         model.pooler = None
+    backbone_layout(model)  # fail now, not halfway through training
     return model, tokenizer
 
 

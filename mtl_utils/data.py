@@ -16,6 +16,9 @@ from datasets import Dataset, DatasetDict
 from .tasks import CONLL_NER_LABELS, SST2_LABELS
 
 DATA_DIR_ENV = "MTL_DATA_DIR"
+# Looked for when neither an argument nor $MTL_DATA_DIR names a folder: the shared/ folder laid out
+# beside a checkout of this repository (as in this project's own environment and CI).
+FALLBACK_DATA_DIRS = [Path(__file__).resolve().parents[2] / "shared" / "data"]
 HUB_IDS = {"conll2003": "lhoestq/conll2003", "sst2": "stanfordnlp/sst2", "stsb": "sentence-transformers/stsb"}
 
 
@@ -28,10 +31,11 @@ class DataUnavailableError(RuntimeError):
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """The data directory from the argument, else from $MTL_DATA_DIR, else None (use the Hub)."""
+    """The data directory from the argument, else $MTL_DATA_DIR, else ../shared/data beside the repository,
+    else None (use the Hub)."""
     chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
     if chosen is None:
-        return None
+        return next((d for d in FALLBACK_DATA_DIRS if d.is_dir()), None)
     path = Path(chosen).expanduser()
     if not path.is_dir():
         source = "argument" if data_dir is not None else f"${DATA_DIR_ENV}"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .backbone import DEFAULT_MODEL
-from .data import load_stsb_validation, load_task_data, resolve_data_dir
+from .data import DataUnavailableError, load_stsb_validation, load_task_data, resolve_data_dir
 from .encoder import SentenceEncoder
 from .evaluation import evaluate_task, stsb_spearman
 from .freezing import apply_freezing, format_report, parameter_report, route_task
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, DataUnavailableError) as err:
         # Bad input: one clear line, not a traceback through torch.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -76,16 +76,22 @@ def test_missing_file_and_directory(tmp_path):
         resolve_data_dir(tmp_path / "nowhere")
 
 
-def test_env_variable_is_used(tmp_path, monkeypatch):
+@pytest.fixture()
+def no_local_data(monkeypatch):
+    monkeypatch.delenv("MTL_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "FALLBACK_DATA_DIRS", [])
+
+
+def test_env_variable_is_used(tmp_path, monkeypatch, no_local_data):
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path))
     assert resolve_data_dir() == tmp_path
     monkeypatch.delenv("MTL_DATA_DIR")
     assert resolve_data_dir() is None
+    monkeypatch.setattr(data, "FALLBACK_DATA_DIRS", [tmp_path / "missing", tmp_path])
+    assert resolve_data_dir() == tmp_path
 
 
-def test_no_data_dir_and_no_hub_says_how_to_fix(monkeypatch):
-    monkeypatch.delenv("MTL_DATA_DIR", raising=False)
-
+def test_no_data_dir_and_no_hub_says_how_to_fix(monkeypatch, no_local_data):
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach the Hub")
 
@@ -94,13 +100,12 @@ def test_no_data_dir_and_no_hub_says_how_to_fix(monkeypatch):
         load_sst2()
 
 
-def test_hub_label_names_are_checked(monkeypatch):
+def test_hub_label_names_are_checked(monkeypatch, no_local_data):
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
     features = Features({"tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=["O", "B-X", "I-X"]))})
     fake = DatasetDict({s: Dataset.from_dict({"tokens": [["a"]], "ner_tags": [[0]]}, features=features)
                         for s in ("train", "validation", "test")})
-    monkeypatch.delenv("MTL_DATA_DIR", raising=False)
     monkeypatch.setattr("datasets.load_dataset", lambda *a, **k: fake)
     with pytest.raises(DataFormatError, match="has labels"):
         load_conll2003()
