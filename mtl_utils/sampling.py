@@ -6,6 +6,10 @@ Strategies (one epoch = as many batches as one pass over every task's data):
     temperature    task i drawn with probability ~ n_i ** (1/T); T=1 is proportional, large T uniform
     round_robin    tasks take turns
 With temperature and round_robin a small task is re-shuffled and repeated when it runs out.
+
+`examples_per_epoch` lets a large task contribute only N examples per epoch, a different slice of
+one fixed shuffle each epoch: over ceil(n / N) epochs the task is seen once, instead of one fixed
+subset being seen again and again.
 """
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ STRATEGIES = ("proportional", "temperature", "round_robin")
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
-                           group_batches: int = 50) -> list[list[int]]:
+                           group_batches: int = 50, indices: list[int] | None = None) -> list[list[int]]:
     """Shuffle, sort by length inside groups of `group_batches` batches, cut into batches, shuffle batches.
 
     Similar lengths share a batch, so dynamic padding adds few pad tokens, while the order stays random.
+    `indices` restricts the batches to those examples (default: all).
     """
-    order = torch.randperm(len(lengths), generator=generator).tolist()
+    indices = list(range(len(lengths))) if indices is None else indices
+    order = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
     group = batch_size * group_batches
     batches = []
     for start in range(0, len(order), group):
@@ -44,7 +50,7 @@ class MultiTaskBatchSampler:
     """Yields (task, example indices) pairs; call set_epoch(e) before each epoch for a new order."""
 
     def __init__(self, task_lengths: dict[str, list[int]], batch_size: int, strategy: str = "proportional",
-                 temperature: float = 2.0, seed: int = 0):
+                 temperature: float = 2.0, seed: int = 0, examples_per_epoch: dict[str, int] | None = None):
         check_strategy(strategy, temperature)
         for task, lengths in task_lengths.items():
             if not lengths:
@@ -55,18 +61,37 @@ class MultiTaskBatchSampler:
         self.temperature = temperature
         self.seed = seed
         self.epoch = 0
+        self.examples_per_epoch = {}
+        for task, n in (examples_per_epoch or {}).items():
+            if task not in task_lengths:
+                raise ValueError(f"examples per epoch: unknown task {task!r}; training tasks: {', '.join(task_lengths)}")
+            if n < 1:
+                raise ValueError(f"examples per epoch for {task!r} must be positive, got {n}")
+            if n < len(task_lengths[task]):
+                self.examples_per_epoch[task] = n
+        self._shuffles = {task: torch.randperm(len(task_lengths[task]), generator=torch.Generator().manual_seed(seed)).tolist()
+                          for task in self.examples_per_epoch}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def epoch_examples(self, task: str) -> list[int] | None:
+        """This epoch's examples of `task`: None for all, else the epoch's slice of the task's fixed shuffle."""
+        if task not in self.examples_per_epoch:
+            return None
+        shuffle, n = self._shuffles[task], self.examples_per_epoch[task]
+        start = self.epoch * n
+        return [shuffle[(start + j) % len(shuffle)] for j in range(n)]
+
     def batches_per_task(self) -> dict[str, int]:
-        return {task: math.ceil(len(lengths) / self.batch_size) for task, lengths in self.task_lengths.items()}
+        return {task: math.ceil(self.examples_per_epoch.get(task, len(lengths)) / self.batch_size)
+                for task, lengths in self.task_lengths.items()}
 
     def __len__(self) -> int:
         return sum(self.batches_per_task().values())
 
     def task_probabilities(self) -> dict[str, float]:
-        sizes = {task: len(lengths) for task, lengths in self.task_lengths.items()}
+        sizes = {task: self.examples_per_epoch.get(task, len(lengths)) for task, lengths in self.task_lengths.items()}
         power = 1.0 / self.temperature if self.strategy == "temperature" else 1.0
         weights = {task: n ** power for task, n in sizes.items()}
         if self.strategy == "round_robin":
@@ -77,7 +102,12 @@ class MultiTaskBatchSampler:
     def __iter__(self) -> Iterator[tuple[str, list[int]]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         tasks = list(self.task_lengths)
-        pools = {task: length_grouped_batches(self.task_lengths[task], self.batch_size, generator) for task in tasks}
+        subsets = {task: self.epoch_examples(task) for task in tasks}
+
+        def fresh_pass(task: str) -> list[list[int]]:
+            return length_grouped_batches(self.task_lengths[task], self.batch_size, generator, indices=subsets[task])
+
+        pools = {task: fresh_pass(task) for task in tasks}
         if self.strategy == "proportional":
             schedule = [task for task in tasks for _ in pools[task]]
             for i in torch.randperm(len(schedule), generator=generator).tolist():
@@ -91,5 +121,5 @@ class MultiTaskBatchSampler:
             else:
                 task = tasks[int(torch.multinomial(probabilities, 1, generator=generator))]
             if not pools[task]:  # ran out: a fresh pass over this task
-                pools[task] = length_grouped_batches(self.task_lengths[task], self.batch_size, generator)
+                pools[task] = fresh_pass(task)
             yield task, pools[task].pop()

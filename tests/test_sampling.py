@@ -62,3 +62,17 @@ def test_bad_strategy_and_empty_task():
         MultiTaskBatchSampler(LENGTHS, 8, strategy="random")
     with pytest.raises(ValueError, match="task 'ner' has no training examples"):
         MultiTaskBatchSampler({"ner": []}, 8)
+
+
+def test_examples_per_epoch_walks_through_the_whole_task():
+    sampler = MultiTaskBatchSampler(LENGTHS, batch_size=32, examples_per_epoch={"sentiment": 1000})
+    assert sampler.batches_per_task() == {"ner": 32, "sentiment": 32}
+    seen = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        rows = [r for task, batch in sampler if task == "sentiment" for r in batch]
+        assert len(rows) == len(set(rows)) == 1000
+        seen += rows
+    assert sorted(seen) == list(range(3000))  # three epochs = one pass over every example, no repeats
+    with pytest.raises(ValueError, match="unknown task 'pos'"):
+        MultiTaskBatchSampler(LENGTHS, 8, examples_per_epoch={"pos": 5})
