@@ -21,27 +21,30 @@ from .evaluation import evaluate_task, stsb_spearman
 from .freezing import apply_freezing, format_report, parameter_report, route_task
 from .model import MultiTaskModel
 from .pooling import check_pooling
-from .tasks import get_task
+from .tasks import BUILTIN_TASKS, get_task
 from .tokenization import tokenize_split
 from .training import TrainConfig, summarize, train
 
 DEFAULTS = TrainConfig()
 
 
-def parse_caps(text: str | None, tasks: list[str]) -> dict[str, int]:
-    """'5000' caps every task; 'ner=5000,sentiment=20000' caps each one."""
-    if not text:
+def parse_caps(text: str | None, tasks: list[str], option: str = "--max-train-samples") -> dict[str, int]:
+    """'5000' caps every training task; 'ner=5000,sentiment=20000' caps each one; '' or 'all' caps none.
+
+    A built-in task that is not being trained is ignored (so defaults work with --tasks ner alone).
+    """
+    if not text or text == "all":
         return {}
     caps = {}
     for part in text.split(","):
         task, _, number = part.rpartition("=")
-        names = [task] if task else tasks
-        for name in names:
-            if name not in tasks:
-                raise ValueError(f"--max-train-samples: unknown task {name!r}; training tasks: {', '.join(tasks)}")
-            if not number.isdigit() or int(number) < 1:
-                raise ValueError(f"--max-train-samples: {number!r} is not a positive integer")
-            caps[name] = int(number)
+        if task and task not in BUILTIN_TASKS:
+            raise ValueError(f"{option}: unknown task {task!r}; known tasks: {', '.join(BUILTIN_TASKS)}")
+        if not number.isdigit() or int(number) < 1:
+            raise ValueError(f"{option}: {number!r} is not a positive integer")
+        for name in [task] if task else tasks:
+            if name in tasks:
+                caps[name] = int(number)
     return caps
 
 
@@ -64,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--sampler", default=DEFAULTS.sampler, help="proportional, temperature or round_robin")
     p.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
-    p.add_argument("--max-train-samples", default="sentiment=25000",
-                   help="per-task cap on training examples: N for every task, or TASK=N,...")
+    p.add_argument("--max-train-samples", default=None,
+                   help="per-task cap on training examples (a fixed random subset): N for every task, or TASK=N,...")
+    p.add_argument("--examples-per-epoch", default="sentiment=22450",
+                   help="per-task examples per epoch, a new slice each epoch (3 x 22,450 covers SST-2's 67,349 once): "
+                        "N or TASK=N,...; 'all' for every example every epoch")
     p.add_argument("--max-eval-samples", type=int, default=None, help="cap on held-out examples (quick runs only)")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--data-dir", default=None, help="folder laid out like shared/data (default: $MTL_DATA_DIR, else the Hub)")
@@ -73,21 +79,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", default="no", help="no, bf16 or fp16 (GPU)")
     p.add_argument("--no-stsb", action="store_true", help="skip the STS-B retention probe")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the interrupted run whose --output-dir was DIR, with its saved arguments")
     return p
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.resume:
+        saved = Path(args.resume) / "args.json"
+        if not saved.is_file():
+            raise FileNotFoundError(f"--resume {args.resume}: {saved.name} not found there; "
+                                    "is it the --output-dir of an earlier `python -m mtl_utils.train` run?")
+        resume_dir = args.resume
+        args = argparse.Namespace(**json.loads(saved.read_text()))
+        args.output_dir, args.resume = resume_dir, resume_dir
     task_names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     specs = [get_task(name) for name in task_names]
     caps = parse_caps(args.max_train_samples, task_names)
+    per_epoch = parse_caps(args.examples_per_epoch, task_names, "--examples-per-epoch")
     # Check every argument before the slow parts start.
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
                          llrd_decay=args.llrd_decay, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
                          sampler=args.sampler, temperature=args.temperature, seed=args.seed,
+                         examples_per_epoch=per_epoch or None,
                          mixed_precision=args.mixed_precision, quiet=args.quiet)
     check_pooling(args.pooling)
     resolve_data_dir(args.data_dir)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        (out / "args.json").write_text(json.dumps(vars(args), indent=2))
     if args.quiet:
         import datasets
         import transformers
@@ -116,12 +138,13 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.max_eval_samples:
                     split = split.select(range(min(args.max_eval_samples, len(split))))
                 held_out[(spec.name, split_name)] = (split, tokenize_split(split, spec, encoder.tokenizer, args.max_length))
-        print(f"{spec.name}: {len(train_split):,} training examples; held out: "
+        per_epoch_note = f" ({per_epoch[spec.name]:,} per epoch)" if spec.name in per_epoch else ""
+        print(f"{spec.name}: {len(train_split):,} training examples{per_epoch_note}; held out: "
               + ", ".join(f"{s} {len(held_out[(spec.name, s)][0]):,}" for s in ("validation", "test") if (spec.name, s) in held_out))
     stsb = None if args.no_stsb else load_stsb_validation(args.data_dir)
 
     validation = {task: held_out[(task, "validation")] for task in task_names if (task, "validation") in held_out}
-    history = train(model, train_features, validation, config, stsb, args.output_dir)
+    history = train(model, train_features, validation, config, stsb, args.output_dir, resume=bool(args.resume))
 
     # Final held-out scores: validation (as after the last epoch) and test where the split has labels.
     metrics = {"command": "python -m mtl_utils.train " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -134,8 +157,6 @@ def main(argv: list[str] | None = None) -> dict:
     metrics["total_seconds"] = time.perf_counter() - started
     metrics["train_examples"] = {task: len(f["input_ids"]) for task, f in train_features.items()}
 
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     for task, splits in metrics["tasks"].items():

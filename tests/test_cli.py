@@ -10,7 +10,8 @@ from tests.conftest import REPO
 
 def test_tiny_training_run_writes_metrics_and_model(shared_data, tmp_path):
     out = tmp_path / "run"
-    metrics = main(["--data-dir", str(shared_data), "--max-train-samples", "96", "--max-eval-samples", "64",
+    metrics = main(["--data-dir", str(shared_data), "--max-train-samples", "96", "--examples-per-epoch", "all",
+                    "--max-eval-samples", "64",
                     "--epochs", "1", "--batch-size", "16", "--output-dir", str(out), "--quiet", "--no-stsb"])
     written = json.loads((out / "metrics.json").read_text())
     assert written["tasks"].keys() == {"ner", "sentiment"}
@@ -28,6 +29,8 @@ def test_caps():
     assert parse_caps("sentiment=5", ["ner", "sentiment"]) == {"sentiment": 5}
     with pytest.raises(ValueError, match="unknown task 'pos'"):
         parse_caps("pos=5", ["ner"])
+    assert parse_caps("sentiment=5", ["ner"]) == {}  # a known task that is not trained: nothing to cap
+    assert parse_caps("all", ["ner"]) == {}
     with pytest.raises(ValueError, match="not a positive integer"):
         parse_caps("ner=-1", ["ner"])
 
