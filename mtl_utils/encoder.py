@@ -23,6 +23,10 @@ class SentenceEncoder(nn.Module):
     def __init__(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pooling: str = "mean",
                  normalize: bool = True, max_length: int = 256, name_or_path: str = DEFAULT_MODEL):
         super().__init__()
+        vocab = backbone.get_input_embeddings().num_embeddings
+        if len(tokenizer) > vocab:
+            raise ValueError(f"the tokenizer ({type(tokenizer).__name__}, {len(tokenizer)} tokens) does not match the "
+                             f"backbone ({type(backbone).__name__}, {vocab} token embeddings): load both from the same model")
         self.backbone = backbone
         self.tokenizer = tokenizer  # not a module: tokenisation happens before forward, never inside it
         self.pooling = check_pooling(pooling)

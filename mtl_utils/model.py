@@ -95,7 +95,10 @@ class MultiTaskModel(nn.Module):
 
     @torch.inference_mode()
     def predict(self, texts: list[str], batch_size: int = 32) -> list[dict]:
-        """Per sentence: each sentence task's label and probability, each token task's entity spans."""
+        """Per sentence: each sentence task's label and probability, each token task's entity spans.
+
+        `words_seen` < `num_words` marks a sentence cut at max_length; its unseen words get no entity.
+        """
         if isinstance(texts, str):
             raise TypeError("predict() takes a list of sentences; wrap a single sentence in a list")
         if len(texts) == 0:
@@ -106,7 +109,9 @@ class MultiTaskModel(nn.Module):
         words_with_offsets = [[(m.group(), m.start(), m.end()) for m in WORD_PATTERN.finditer(t)] for t in texts]
         features = tokenize_words(self.encoder.tokenizer, [[w for w, _, _ in ws] for ws in words_with_offsets],
                                   self.encoder.max_length)
-        results = [{"text": t} for t in texts]
+        # Words past max_length are not seen by the model: say so instead of pretending they were tagged.
+        results = [{"text": t, "num_words": len(ws), "words_seen": len(features["labelled_words"][i])}
+                   for i, (t, ws) in enumerate(zip(texts, words_with_offsets))]
         for start in range(0, len(texts), batch_size):
             rows = range(start, min(start + batch_size, len(texts)))
             batch = pad_batch([{k: features[k][i] for k in ("input_ids", "attention_mask", "word_shape_ids")} for i in rows],
