@@ -4,7 +4,7 @@ from transformers import AutoModel, BertConfig, DistilBertConfig, RobertaConfig,
 
 from mtl_utils.backbone import UnsupportedArchitectureError, backbone_layout
 from mtl_utils.freezing import apply_freezing
-from mtl_utils.llrd import format_llrd_table, llrd_parameter_groups, llrd_table
+from mtl_utils.llrd import format_llrd_table, llrd_parameter_groups, llrd_table, plot_llrd
 
 
 def test_every_trainable_parameter_once(model):
@@ -77,3 +77,13 @@ def test_unsupported_architecture_is_named():
     gpt2 = AutoModel.from_config(GPT2Config(n_embd=32, n_layer=2, n_head=2))
     with pytest.raises(UnsupportedArchitectureError, match="GPT2Model"):
         backbone_layout(gpt2)
+
+
+def test_plot_shows_one_bar_per_block(model):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = plot_llrd(llrd_parameter_groups(model, lr=1e-4, head_lr=1e-3, decay=0.8))
+    heights = [bar.get_height() for bar in ax.patches]
+    assert len(heights) == 1 + 6 + 2  # embeddings, six layers, two heads
+    assert heights[:7] == sorted(heights[:7])
