@@ -102,7 +102,9 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         step, first_epoch, history = restored["step"], restored["epoch"], restored["history"]
     progress = tqdm(total=total_steps, initial=step, desc="train", disable=config.quiet or not accelerator.is_main_process)
     for epoch in range(first_epoch, config.epochs):
-        sampler.set_epoch(epoch)
+        # Accelerate's loader passes the epoch on to our sampler at every iteration (its own count of
+        # iterations otherwise, which restarts at 0 after a resume), so the epoch is set there.
+        loader.set_epoch(epoch)
         model.train()
         start, sentences = time.perf_counter(), 0
         for task, batch in loader:
