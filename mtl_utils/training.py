@@ -69,7 +69,8 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
           stsb_pairs: Dataset | None = None, output_dir: str | Path | None = None, resume: bool = False) -> dict:
     """Train on every task in `train_features`; evaluate on `eval_sets` (held-out) after each epoch.
 
-    Returns the history (loss per step, metrics per epoch), also written to output_dir/history.json.
+    Returns the history (loss per step, metrics per epoch), also written to output_dir/history.json;
+    a step's "lr" is that of the last parameter group (the last head); the others follow the same schedule.
     With an output_dir, the full training state is checkpointed after each epoch; `resume=True`
     continues from the last complete checkpoint there, as if the run had never stopped.
     """
