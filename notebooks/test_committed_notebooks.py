@@ -1,0 +1,71 @@
+"""Checks on the committed notebook files themselves (nothing is executed).
+
+The book shows the committed outputs (execute_notebooks: off), so they must come from one clean
+top-to-bottom full-mode run, contain a figure, and point to the repository set in _config.yml.
+"""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+REPO_URL = CONFIG["repository"]["url"].rstrip("/")
+BRANCH = CONFIG["repository"].get("branch", "main")
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def code_cells(nb: dict) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def output_text(cell: dict) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        text = output.get("text", output.get("data", {}).get("text/plain", ""))
+        parts.append("".join(text) if isinstance(text, list) else text)
+    return "".join(parts)
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_outputs_come_from_one_clean_full_mode_run(path):
+    cells = code_cells(load(path))
+    counts = [c["execution_count"] for c in cells]
+    assert counts == list(range(1, len(cells) + 1)), f"execution counts {counts}: rerun top to bottom"
+    errors = [o for c in cells for o in c["outputs"] if o["output_type"] == "error"]
+    assert not errors, f"error outputs: {[e.get('ename') for e in errors]}"
+    assert any("mode: full" in output_text(c) for c in cells), "outputs are not from a full-mode run"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_has_a_figure(path):
+    outputs = [o for c in code_cells(load(path)) for o in c["outputs"]]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure in the committed outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_colab_links_use_the_configured_repository(path):
+    nb = load(path)
+    first_markdown = "".join(next(c for c in nb["cells"] if c["cell_type"] == "markdown")["source"])
+    owner_repo = re.sub(r"^https://github\.com/", "", REPO_URL)
+    badge = f"https://colab.research.google.com/github/{owner_repo}/blob/{BRANCH}/notebooks/{path.name}"
+    assert badge in first_markdown, f"the Colab badge should link to {badge} (run book/sync_repository_url.py)"
+    setup = "".join(code_cells(nb)[0]["source"])
+    assert f'REPO_URL = "{REPO_URL}"' in setup, "the install cell's REPO_URL differs from _config.yml"
+    assert '"google.colab" in sys.modules' in setup, "the first cell must install only inside Colab"
+
+
+def test_every_notebook_is_in_the_toc():
+    toc = (ROOT / "_toc.yml").read_text()
+    for path in NOTEBOOKS:
+        assert f"notebooks/{path.stem}" in toc, f"{path.name} is not in _toc.yml"
