@@ -39,7 +39,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     path = Path(chosen).expanduser()
     if not path.is_dir():
         source = "argument" if data_dir is not None else f"${DATA_DIR_ENV}"
-        raise FileNotFoundError(f"data directory {path} (from {source}) does not exist or is not a directory")
+        where = "" if path.is_absolute() else f", relative to the working directory {Path.cwd()}"
+        raise FileNotFoundError(f"data directory {path} (from {source}{where}) does not exist or is not a directory")
     return path
 
 
