@@ -1,5 +1,4 @@
 import pytest
-import torch
 from transformers import AutoModel, BertConfig, DistilBertConfig, RobertaConfig, GPT2Config
 
 from mtl_utils.backbone import UnsupportedArchitectureError, backbone_layout
