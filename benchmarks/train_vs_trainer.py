@@ -6,33 +6,18 @@ DataCollatorForTokenClassification). Same model, data, batch size and number of 
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 
 import torch
 from datasets import Dataset
 from transformers import DataCollatorForTokenClassification, Trainer, TrainingArguments
 
-from mtl_utils.data import load_conll2003
-from mtl_utils.encoder import SentenceEncoder
-from mtl_utils.llrd import llrd_parameter_groups
 from mtl_utils.model import MultiTaskModel
-from mtl_utils.sampling import length_grouped_batches
-from mtl_utils.tasks import BUILTIN_TASKS
-from mtl_utils.tokenization import pad_batch, tokenize_split
-from mtl_utils.training import make_adamw
+from ner_training import grouped_batches, ner_setup, parse_arguments, train_steps
 from timing import median_seconds, report
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--steps", type=int, default=30)
-parser.add_argument("--repeats", type=int, default=3)
-parser.add_argument("--batch-size", type=int, default=32)
-args = parser.parse_args()
-
-spec = BUILTIN_TASKS["ner"]
-encoder = SentenceEncoder.from_pretrained()
-model = MultiTaskModel(encoder, [spec], word_shape_dim=0)  # plain token classification on both sides
-features = tokenize_split(load_conll2003()["train"], spec, encoder.tokenizer)
+args = parse_arguments(__doc__.split("\n")[0])
+encoder, model, optimizer, features = ner_setup(word_shape_dim=0)  # plain token classification on both sides
 keys = ["input_ids", "attention_mask", "labels"]
 n = args.steps * args.batch_size
 
@@ -48,19 +33,7 @@ class TokenClassifier(torch.nn.Module):
         return self.inner("ner", input_ids=input_ids, attention_mask=attention_mask, labels=labels)
 
 
-generator = torch.Generator().manual_seed(0)
-lengths = [len(ids) for ids in features["input_ids"]]
-ours_batches = [pad_batch([{k: features[k][i] for k in keys} for i in rows], encoder.tokenizer.pad_token_id)
-                for rows in length_grouped_batches(lengths, args.batch_size, generator)[: args.steps]]
-optimizer = make_adamw(llrd_parameter_groups(model, 2e-4, 2e-4, 1.0, 0.01), 2e-4)
-
-
-def ours() -> None:
-    model.train()
-    for batch in ours_batches:
-        model("ner", **batch)["loss"].backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+ours_batches = grouped_batches(features, keys, args.batch_size, args.steps, encoder.tokenizer.pad_token_id)
 
 
 dataset = Dataset.from_dict({k: features[k] for k in keys})
@@ -75,7 +48,7 @@ def trainer() -> None:
             data_collator=DataCollatorForTokenClassification(encoder.tokenizer)).train()
 
 
-t_ours = median_seconds(ours, args.repeats)
+t_ours = median_seconds(lambda: train_steps(model, optimizer, ours_batches), args.repeats)
 t_trainer = median_seconds(trainer, args.repeats)
 print(f"mtl_utils loop {n / t_ours:.1f} sentences/s; Trainer {n / t_trainer:.1f} sentences/s")
 report({"train_vs_trainer_ratio": t_trainer / t_ours},
