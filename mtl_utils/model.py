@@ -70,20 +70,33 @@ class MultiTaskModel(nn.Module):
         with lower_layers_without_grad(self.encoder.backbone, n_lower):
             return self.encoder.token_states(input_ids, attention_mask)
 
+    def head_input(self, task: str, token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What a task's head reads: the pooled sentence vector (sentence task) or every token state (token task)."""
+        if self._spec(task).kind == "sentence":
+            # The raw pooled vector: L2 normalisation is for similarity search, and unit-length inputs
+            # would only slow the classifier down.
+            return pool(token_states, attention_mask, self.encoder.pooling)
+        return token_states
+
+    def apply_head(self, task: str, head_input: torch.Tensor, word_shape_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self._spec(task).kind == "sentence":
+            return self.heads[task](head_input)
+        return self.heads[task](head_input, word_shape_ids)
+
     def head_logits(self, task: str, token_states: torch.Tensor, attention_mask: torch.Tensor,
                     word_shape_ids: torch.Tensor | None = None) -> torch.Tensor:
-        spec = self._spec(task)
-        if spec.kind == "sentence":
-            # The head sees the raw pooled vector: L2 normalisation is for similarity search, and
-            # unit-length inputs would only slow the classifier down.
-            return self.heads[task](pool(token_states, attention_mask, self.encoder.pooling))
-        return self.heads[task](token_states, word_shape_ids)
+        return self.apply_head(task, self.head_input(task, token_states, attention_mask), word_shape_ids)
 
-    def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor | None = None, word_shape_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, task: str, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, word_shape_ids: torch.Tensor | None = None,
+                head_input: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One backbone pass and the task's head; given `head_input` (cached features of a frozen
+        backbone, see feature_cache.py), the head alone."""
         spec = self._spec(task)
-        states = self.token_states(task, input_ids, attention_mask)
-        logits = self.head_logits(task, states, attention_mask, word_shape_ids)
+        if head_input is None:
+            states = self.token_states(task, input_ids, attention_mask)
+            head_input = self.head_input(task, states, attention_mask)
+        logits = self.apply_head(task, head_input, word_shape_ids)
         out = {"logits": logits}
         if labels is not None:
             real = labels[labels != IGNORE_INDEX]

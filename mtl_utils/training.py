@@ -17,6 +17,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .checkpointing import load_training_state, save_training_state
 from .evaluation import evaluate_task, stsb_spearman
+from .feature_cache import CachedExamples, backbone_is_frozen, cache_head_inputs, pad_cached_batch
 from .llrd import check_decay, llrd_parameter_groups
 from .model import MultiTaskModel
 from .sampling import MultiTaskBatchSampler, check_strategy
@@ -39,6 +40,8 @@ class TrainConfig:
     seed: int = 42
     mixed_precision: str = "no"  # "bf16" or "fp16" on a GPU
     eval_batch_size: int = 128
+    evaluate_every_epoch: bool = True  # False: only after the last epoch (cheap head-only epochs)
+    cache_frozen_backbone: bool = True  # frozen backbone: encode the training set once (feature_cache.py)
     quiet: bool = False
 
     def __post_init__(self) -> None:
@@ -71,6 +74,8 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
 
     Returns the history (loss per step, metrics per epoch), also written to output_dir/history.json;
     a step's "lr" is that of the last parameter group (the last head); the others follow the same schedule.
+    A frozen backbone runs in eval mode (no dropout) and, with `config.cache_frozen_backbone`, once:
+    its features are cached before the first epoch (history["cache_seconds"]) and the heads train on them.
     With an output_dir, the full training state is checkpointed after each epoch; `resume=True`
     continues from the last complete checkpoint there, as if the run had never stopped.
     """
@@ -82,10 +87,23 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
                                     config.batch_size, config.sampler, config.temperature, config.seed,
                                     config.examples_per_epoch)
 
-    def collate(items: list[tuple[str, dict]]) -> tuple[str, dict]:
-        return items[0][0], pad_batch([example for _, example in items], pad_id)
+    frozen_backbone = backbone_is_frozen(model)
+    use_cache = frozen_backbone and config.cache_frozen_backbone
+    if use_cache:
+        start = time.perf_counter()
+        dataset = CachedExamples({task: cache_head_inputs(model, task, f, config.eval_batch_size)
+                                  for task, f in train_features.items()}, train_features)
+        cache_seconds = time.perf_counter() - start
 
-    loader = DataLoader(TaskExamples(train_features), batch_sampler=_TupleBatches(sampler), collate_fn=collate)
+        def collate(items: list[tuple[str, dict]]) -> tuple[str, dict]:
+            return items[0][0], pad_cached_batch([example for _, example in items])
+    else:
+        dataset, cache_seconds = TaskExamples(train_features), 0.0
+
+        def collate(items: list[tuple[str, dict]]) -> tuple[str, dict]:
+            return items[0][0], pad_batch([example for _, example in items], pad_id)
+
+    loader = DataLoader(dataset, batch_sampler=_TupleBatches(sampler), collate_fn=collate)
     groups = llrd_parameter_groups(model, config.lr, config.head_lr, config.llrd_decay, config.weight_decay)
     optimizer = make_adamw(groups, config.lr)
     total_steps = config.epochs * len(sampler)
@@ -93,7 +111,8 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     trainable = [p for g in groups for p in g["params"]]
 
-    history = {"config": asdict(config), "steps": [], "epochs": []}
+    history = {"config": asdict(config), "cached_features": use_cache, "cache_seconds": cache_seconds,
+               "steps": [], "epochs": []}
     checkpoint_dir = Path(output_dir) / "checkpoint" if output_dir is not None else None
     step, first_epoch = 0, 0
     if resume:
@@ -107,6 +126,8 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         # iterations otherwise, which restarts at 0 after a resume), so the epoch is set there.
         loader.set_epoch(epoch)
         model.train()
+        if frozen_backbone:
+            accelerator.unwrap_model(model).encoder.eval()  # no dropout: the same features every epoch
         start, sentences = time.perf_counter(), 0
         for task, batch in loader:
             out = model(task, **batch)
@@ -118,7 +139,7 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
             optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW then skips parameters a batch did not reach
 
             step += 1
-            sentences += batch["input_ids"].shape[0]
+            sentences += batch["labels"].shape[0]
             loss = out["loss"].item()
             history["steps"].append({"step": step, "epoch": epoch + 1, "task": task, "loss": loss,
                                      "lr": scheduler.get_last_lr()[-1]})
@@ -127,11 +148,12 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         train_seconds = time.perf_counter() - start
 
         unwrapped = accelerator.unwrap_model(model)
-        record = {"epoch": epoch + 1, "train_seconds": train_seconds, "sentences_per_second": sentences / train_seconds,
-                  "validation": {task: evaluate_task(unwrapped, task, split, feats, config.eval_batch_size)
-                                 for task, (split, feats) in eval_sets.items()}}
-        if stsb_pairs is not None:
-            record["stsb_spearman"] = stsb_spearman(unwrapped.encoder, stsb_pairs, config.eval_batch_size)
+        record = {"epoch": epoch + 1, "train_seconds": train_seconds, "sentences_per_second": sentences / train_seconds}
+        if config.evaluate_every_epoch or epoch + 1 == config.epochs:
+            record["validation"] = {task: evaluate_task(unwrapped, task, split, feats, config.eval_batch_size)
+                                    for task, (split, feats) in eval_sets.items()}
+            if stsb_pairs is not None:
+                record["stsb_spearman"] = stsb_spearman(unwrapped.encoder, stsb_pairs, config.eval_batch_size)
         history["epochs"].append(record)
         if not config.quiet and accelerator.is_main_process:
             progress.write(f"epoch {epoch + 1}: {summarize(record)}")

@@ -1,0 +1,75 @@
+"""A frozen backbone is encoded once; the heads then train on the cache exactly as on re-encoded batches."""
+import torch
+from datasets import Dataset
+
+from mtl_utils.encoder import SentenceEncoder
+from mtl_utils.feature_cache import backbone_is_frozen, cache_head_inputs, pad_cached_batch
+from mtl_utils.freezing import apply_freezing
+from mtl_utils.model import MultiTaskModel
+from mtl_utils.tasks import BUILTIN_TASKS
+from mtl_utils.tokenization import IGNORE_INDEX, pad_batch, tokenize_split
+from mtl_utils.training import TrainConfig, train
+
+from .helpers import NER_EXAMPLES, SENTIMENT_EXAMPLES
+
+NER_TRAIN = Dataset.from_dict({"tokens": list(NER_EXAMPLES["tokens"]) * 6 + [["Paris", "is", "in", "France"]] * 4,
+                               "tags": list(NER_EXAMPLES["tags"]) * 6 + [["B-LOC", "O", "O", "B-LOC"]] * 4})
+SENTIMENT_TRAIN = Dataset.from_dict({"text": list(SENTIMENT_EXAMPLES["text"]) * 8, "label": list(SENTIMENT_EXAMPLES["label"]) * 8})
+
+
+def frozen_model_and_data():
+    torch.manual_seed(0)
+    model = MultiTaskModel(SentenceEncoder.from_pretrained(), [BUILTIN_TASKS["ner"], BUILTIN_TASKS["sentiment"]])
+    apply_freezing(model, "backbone")
+    tokenizer = model.encoder.tokenizer
+    features = {"ner": tokenize_split(NER_TRAIN, BUILTIN_TASKS["ner"], tokenizer),
+                "sentiment": tokenize_split(SENTIMENT_TRAIN, BUILTIN_TASKS["sentiment"], tokenizer)}
+    return model, features
+
+
+def test_cached_inputs_are_what_the_heads_read(model):
+    apply_freezing(model, "backbone")
+    assert backbone_is_frozen(model)
+    model.eval()
+    tokenizer = model.encoder.tokenizer
+    for task, split in (("ner", NER_EXAMPLES), ("sentiment", SENTIMENT_EXAMPLES)):
+        features = tokenize_split(split, BUILTIN_TASKS[task], tokenizer)
+        keys = [k for k in ("input_ids", "attention_mask", "word_shape_ids", "labels") if k in features]
+        examples = [{k: features[k][i] for k in keys} for i in range(len(split))]
+        batch = pad_batch(examples, tokenizer.pad_token_id)
+        with torch.no_grad():
+            direct = model(task, **batch)["logits"]
+            cached = pad_cached_batch([{**e, "head_input": h} for e, h in
+                                       zip(examples, cache_head_inputs(model, task, features, batch_size=1))])
+            from_cache = model(task, **cached)["logits"]
+        if task == "ner":  # positions past each sentence are padding in both; compare the real ones
+            real = batch["labels"] != IGNORE_INDEX
+            assert torch.equal(cached["labels"], batch["labels"])
+            direct, from_cache = direct[real], from_cache[real]
+        assert torch.allclose(direct, from_cache, atol=1e-5)
+
+
+def test_training_on_the_cache_equals_training_on_reencoded_batches():
+    histories, heads = [], []
+    for cache in (True, False):
+        model, features = frozen_model_and_data()
+        before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+        config = TrainConfig(epochs=2, batch_size=4, seed=5, quiet=True, cache_frozen_backbone=cache)
+        histories.append(train(model, features, {}, config))
+        heads.append({k: v.clone() for k, v in model.heads.state_dict().items()})
+        assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
+    assert histories[0]["cached_features"] and not histories[1]["cached_features"]
+    cached_losses = [s["loss"] for s in histories[0]["steps"]]
+    reencoded_losses = [s["loss"] for s in histories[1]["steps"]]
+    assert len(cached_losses) == len(reencoded_losses) > 0
+    assert max(abs(a - b) for a, b in zip(cached_losses, reencoded_losses)) < 1e-4
+    for name, value in heads[0].items():
+        assert torch.allclose(value, heads[1][name], atol=1e-5), name
+
+
+def test_a_partly_trainable_backbone_is_not_cached():
+    model, features = frozen_model_and_data()
+    apply_freezing(model, "none,bottom:5")
+    assert not backbone_is_frozen(model)
+    history = train(model, features, {}, TrainConfig(epochs=1, batch_size=8, quiet=True))
+    assert not history["cached_features"]
