@@ -60,6 +60,18 @@ def apply_freezing(model: "MultiTaskModel", scenario: str) -> "MultiTaskModel":
     return model
 
 
+def gradual_unfreezing(n_layers: int, stages: int) -> list[str]:
+    """One freezing scenario per stage of gradual unfreezing from the top (ULMFiT): stage 1 trains the
+    heads and the top layers, each later stage unfreezes more layers, the last stage trains everything."""
+    if not 1 <= stages <= n_layers + 1:
+        raise ValueError(f"gradual unfreezing: {stages} stages for {n_layers} layers; choose 1..{n_layers + 1}")
+    scenarios = []
+    for stage in range(1, stages):
+        n_trained = max(1, round(n_layers * stage / stages))
+        scenarios.append(f"none,bottom:{n_layers - n_trained}")
+    return scenarios + ["none"]
+
+
 def _parse_k(argument: str, part: str, lowest: int, highest: int) -> int:
     try:
         k = int(argument)

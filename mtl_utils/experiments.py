@@ -1,0 +1,139 @@
+"""What the experiment notebooks share: the same data subsets, a fresh model, one run -> one row of results.
+
+Every setting in notebooks 03-05 starts from the same pretrained encoder and the same training
+subsets, is trained by `training.train` and is scored on held-out data, so rows differ only in the
+setting being compared.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from .backbone import backbone_layout
+from .data import load_conll2003, load_sst2, load_stsb_validation
+from .encoder import SentenceEncoder
+from .evaluation import evaluate_task, stsb_spearman
+from .freezing import apply_freezing
+from .memory import training_memory
+from .model import MultiTaskModel
+from .tasks import BUILTIN_TASKS
+from .tokenization import pad_batch, tokenize_split
+from .training import TrainConfig, train
+
+TASKS = ("ner", "sentiment")
+
+
+def load_experiment_data(tokenizer, n_train: int | None, n_eval: int | None, seed: int = 0,
+                         data_dir: str | None = None) -> dict:
+    """Random training subsets of `n_train` sentences per task (None: all), the first `n_eval` held-out
+    sentences / STS-B pairs (None: the whole validation splits), tokenised once."""
+    splits = {"ner": load_conll2003(data_dir), "sentiment": load_sst2(data_dir)}
+    stsb = load_stsb_validation(data_dir)
+    data = {"train_splits": {}, "train_features": {}, "eval_sets": {}}
+    for task in TASKS:
+        spec, train_split, held_out = BUILTIN_TASKS[task], splits[task]["train"], splits[task]["validation"]
+        if n_train is not None:
+            train_split = train_split.shuffle(seed=seed).select(range(min(n_train, len(train_split))))
+        if n_eval is not None:
+            held_out = held_out.select(range(min(n_eval, len(held_out))))
+        data["train_splits"][task] = train_split
+        data["train_features"][task] = tokenize_split(train_split, spec, tokenizer)
+        data["eval_sets"][task] = (held_out, tokenize_split(held_out, spec, tokenizer))
+    data["stsb_pairs"] = stsb if n_eval is None else stsb.select(range(min(n_eval, len(stsb))))
+    data["sizes"] = {"train": {t: len(s) for t, s in data["train_splits"].items()},
+                     "validation": {t: len(s) for t, (s, _) in data["eval_sets"].items()},
+                     "stsb_pairs": len(data["stsb_pairs"])}
+    return data
+
+
+def fresh_model(tasks: tuple[str, ...] = TASKS, seed: int = 0, device: str = "cpu") -> MultiTaskModel:
+    """The pretrained encoder with new heads (initialised from `seed`)."""
+    torch.manual_seed(seed)
+    return MultiTaskModel(SentenceEncoder.from_pretrained(), [BUILTIN_TASKS[t] for t in tasks]).to(device)
+
+
+def typical_batch(features: dict[str, list], pad_token_id: int, batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """A batch of the median-length training sentences, for memory measurements."""
+    order = sorted(range(len(features["input_ids"])), key=lambda i: len(features["input_ids"][i]))
+    middle = max(0, len(order) // 2 - batch_size // 2)
+    keys = [k for k in ("input_ids", "attention_mask", "word_shape_ids", "labels") if k in features]
+    return pad_batch([{k: features[k][i] for k in keys} for i in order[middle:middle + batch_size]], pad_token_id)
+
+
+def run_setting(name: str, model: MultiTaskModel, data: dict, config: TrainConfig, freeze: str | None = None,
+                tasks: tuple[str, ...] | None = None) -> dict:
+    """Freeze, train on `tasks` (default: every task of the model), evaluate on held-out data; one row."""
+    tasks = tasks or tuple(model.tasks)
+    if freeze is not None:
+        apply_freezing(model, freeze)
+    device = next(model.parameters()).device
+    memory_task = tasks[0]
+    batch = {k: v.to(device) for k, v in typical_batch(data["train_features"][memory_task], model.encoder.tokenizer.pad_token_id).items()}
+    memory = training_memory(model, memory_task, batch)
+    start = time.perf_counter()
+    history = train(model, {t: data["train_features"][t] for t in tasks},
+                    {t: data["eval_sets"][t] for t in TASKS if t in model.tasks}, config, stsb_pairs=data["stsb_pairs"])
+    last = history["epochs"][-1]
+    return {"name": name, "freeze": freeze or "none", "tasks": list(tasks), "seed": config.seed,
+            "llrd_decay": config.llrd_decay, "epochs": config.epochs,
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "train_seconds": sum(e["train_seconds"] for e in history["epochs"]) + history["cache_seconds"],
+            "cached_features": history["cached_features"],
+            "train_sentences": sum(len(data["train_features"][t]["input_ids"]) for t in tasks) * config.epochs,
+            "memory_mib": memory, "memory_task": memory_task,
+            "ner_f1": float(last["validation"]["ner"]["f1"]) if "ner" in last["validation"] else None,
+            "sentiment_accuracy": last["validation"]["sentiment"]["accuracy"] if "sentiment" in last["validation"] else None,
+            "stsb_spearman": last["stsb_spearman"], "wall_seconds": time.perf_counter() - start}
+
+
+def evaluate_only(name: str, model: MultiTaskModel, data: dict) -> dict:
+    """The same row for a model that is not trained (everything frozen): held-out scores only."""
+    scores = {t: evaluate_task(model, t, split, feats) for t, (split, feats) in data["eval_sets"].items()}
+    return {"name": name, "freeze": "all", "trainable_parameters": 0, "train_seconds": 0.0,
+            "ner_f1": float(scores["ner"]["f1"]), "sentiment_accuracy": scores["sentiment"]["accuracy"],
+            "stsb_spearman": stsb_spearman(model.encoder, data["stsb_pairs"])}
+
+
+def snapshot_backbone(model: MultiTaskModel) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.encoder.backbone.state_dict().items()}
+
+
+def layer_change(model: MultiTaskModel, reference: dict[str, torch.Tensor]) -> dict[str, float]:
+    """How far each part of the backbone moved: ||W - W0|| / ||W0|| over all its parameters."""
+    layout = backbone_layout(model.encoder.backbone)
+    parts = [("embeddings", layout.embeddings)] + [(f"layer.{i}", layer) for i, layer in enumerate(layout.layers)]
+    names = {id(p): n for n, p in model.encoder.backbone.named_parameters()}
+    change = {}
+    for part, module in parts:
+        moved = total = 0.0
+        for parameter in module.parameters():
+            before = reference[names[id(parameter)]]
+            moved += (parameter.detach().cpu() - before.cpu()).pow(2).sum().item()
+            total += before.pow(2).sum().item()
+        change[part] = (moved / total) ** 0.5
+    return change
+
+
+def results_file(name: str, fast: bool) -> Path:
+    """results/NAME in the repository (notebooks run in notebooks/); a temporary folder in fast mode,
+    so CI never overwrites the committed full-mode results."""
+    if fast:
+        return Path(tempfile.gettempdir()) / "mtl_fast_results" / name
+    here = Path.cwd()
+    root = here.parent if here.name == "notebooks" else here
+    return root / "results" / name
+
+
+def save_results(name: str, payload: dict, fast: bool) -> Path:
+    path = results_file(name, fast)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),
+               "cpu_count": os.cpu_count()}
+    path.write_text(json.dumps(payload, indent=1))
+    return path
