@@ -49,32 +49,33 @@ def cache_head_inputs(model: "MultiTaskModel", task: str, features: dict[str, li
 
 
 class CachedExamples(torch.utils.data.Dataset):
-    """Cached head inputs of several tasks, with their labels (and word shapes), indexed by (task, row)."""
+    """Cached head inputs of several tasks, with their labels (and word shapes), indexed by (task, row).
+
+    Labels and word shapes become tensors once, here, so that a batch is only stacked or padded:
+    with the backbone gone from the step, python-side batch building is a large part of what is left.
+    """
 
     def __init__(self, cache: dict[str, list[torch.Tensor]], features: dict[str, dict[str, list]]):
-        self.cache = cache
-        self.features = features
+        self.examples: dict[str, list[dict[str, torch.Tensor]]] = {}
+        for task, head_inputs in cache.items():
+            columns = [k for k in ("labels", "word_shape_ids") if k in features[task]]
+            self.examples[task] = [{"head_input": head_input, **{k: torch.tensor(features[task][k][row]) for k in columns}}
+                                   for row, head_input in enumerate(head_inputs)]
 
     def __len__(self) -> int:
-        return sum(len(rows) for rows in self.cache.values())
+        return sum(len(rows) for rows in self.examples.values())
 
     def __getitem__(self, index: tuple[str, int]) -> tuple[str, dict]:
         task, row = index
-        example = {"head_input": self.cache[task][row], "labels": self.features[task]["labels"][row]}
-        if "word_shape_ids" in self.features[task]:
-            example["word_shape_ids"] = self.features[task]["word_shape_ids"][row]
-        return task, example
+        return task, self.examples[task][row]
 
 
 def pad_cached_batch(examples: list[dict]) -> dict[str, torch.Tensor]:
     """Stack sentence vectors, or pad token states with zeros to the longest sentence (labels with -100)."""
-    inputs = [e["head_input"] for e in examples]
-    if inputs[0].dim() == 1:
-        return {"head_input": torch.stack(inputs), "labels": torch.tensor([e["labels"] for e in examples])}
-    batch = {"head_input": torch.nn.utils.rnn.pad_sequence(inputs, batch_first=True),
-             "labels": torch.nn.utils.rnn.pad_sequence([torch.tensor(e["labels"]) for e in examples],
-                                                       batch_first=True, padding_value=IGNORE_INDEX)}
-    if "word_shape_ids" in examples[0]:
-        batch["word_shape_ids"] = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(e["word_shape_ids"]) for e in examples], batch_first=True, padding_value=0)
-    return batch
+    if examples[0]["head_input"].dim() == 1:
+        return {"head_input": torch.stack([e["head_input"] for e in examples]),
+                "labels": torch.stack([torch.as_tensor(e["labels"]) for e in examples])}
+    padding = {"head_input": 0.0, "labels": IGNORE_INDEX, "word_shape_ids": 0}
+    return {key: torch.nn.utils.rnn.pad_sequence([torch.as_tensor(e[key]) for e in examples], batch_first=True,
+                                                 padding_value=value)
+            for key, value in padding.items() if key in examples[0]}

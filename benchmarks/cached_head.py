@@ -1,0 +1,55 @@
+"""With the backbone frozen: one epoch of head training on cached features vs re-encoding every batch.
+
+Both sides are `mtl_utils.training.train` on the same CoNLL-2003 NER sentences (the token head reads
+every token state, the largest cache), same seed and batches; the backbone runs without dropout in both,
+so they compute the same losses, which the script checks. The cache is built once before the first
+epoch; its cost is reported separately (it is about one re-encoding epoch).
+
+    python benchmarks/cached_head.py [--sentences 2000 --repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from mtl_utils.data import load_conll2003
+from mtl_utils.encoder import SentenceEncoder
+from mtl_utils.freezing import apply_freezing
+from mtl_utils.model import MultiTaskModel
+from mtl_utils.tasks import BUILTIN_TASKS
+from mtl_utils.tokenization import tokenize_split
+from mtl_utils.training import TrainConfig, train
+from timing import report
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser.add_argument("--sentences", type=int, default=2000)
+parser.add_argument("--repeats", type=int, default=3)
+parser.add_argument("--batch-size", type=int, default=32)
+args = parser.parse_args()
+
+spec = BUILTIN_TASKS["ner"]
+encoder = SentenceEncoder.from_pretrained()
+split = load_conll2003()["train"].shuffle(seed=0).select(range(args.sentences))
+features = {"ner": tokenize_split(split, spec, encoder.tokenizer)}
+
+
+def head_epoch(cache: bool) -> dict:
+    torch.manual_seed(0)
+    model = apply_freezing(MultiTaskModel(SentenceEncoder.from_pretrained(), [spec]), "backbone")
+    config = TrainConfig(epochs=1, batch_size=args.batch_size, quiet=True, cache_frozen_backbone=cache)
+    return train(model, features, {}, config)
+
+
+runs = {cache: [head_epoch(cache) for _ in range(args.repeats + 1)][1:] for cache in (True, False)}  # first = warm-up
+epoch = {cache: statistics.median(h["epochs"][0]["train_seconds"] for h in hs) for cache, hs in runs.items()}
+cache_build = statistics.median(h["cache_seconds"] for h in runs[True])
+losses = [[s["loss"] for s in runs[cache][0]["steps"]] for cache in (True, False)]
+max_loss_difference = max(abs(a - b) for a, b in zip(*losses))
+print(f"{args.sentences} sentences, {len(losses[0])} steps: cached epoch {epoch[True]:.3f} s, re-encoding epoch "
+      f"{epoch[False]:.2f} s, building the cache {cache_build:.2f} s; max loss difference {max_loss_difference:.1e}")
+report({"cached_head_epoch_speedup": epoch[False] / epoch[True]},
+       {"cached_epoch_seconds": epoch[True], "reencoding_epoch_seconds": epoch[False], "cache_build_seconds": cache_build,
+        "max_loss_difference": max_loss_difference, "sentences": args.sentences, "batch_size": args.batch_size,
+        "repeats": args.repeats, "task": "ner (token head)", "torch_threads": torch.get_num_threads()})
