@@ -1,0 +1,118 @@
+"""Draw results/benchmarks.json for the book: each measured figure against its goal.
+
+    python benchmarks/plot_benchmarks.py
+
+Writes book/images/benchmarks.png (a bar per figure, its goal marked, log scale) and
+book/benchmarks_table.md (the table that book/performance.md includes). A figure that is not in the
+JSON yet is drawn and listed as "not measured yet". Run it again after any benchmark script.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results" / "benchmarks.json"
+FIGURE = ROOT / "book" / "images" / "benchmarks.png"
+TABLE = ROOT / "book" / "benchmarks_table.md"
+
+# name in the JSON, short label, what is compared, goal (value >= goal), command, details from the JSON entry
+BENCHMARKS = [
+    ("train_vs_trainer_ratio", "training loop\nvs Trainer",
+     "NER training speed: the `mtl_utils` loop (length-grouped batches, dynamic padding, fused AdamW) "
+     "over Hugging Face `Trainer` on its defaults (random batches, padded per batch)",
+     1.3, "python benchmarks/train_vs_trainer.py",
+     lambda d: f"{d['ours_sentences_per_s']:.1f} vs {d['trainer_sentences_per_s']:.1f} sentences/s"),
+    ("train_vs_pad128_ratio", "length-grouped\nvs pad to 128",
+     "NER training speed: length-grouped batches with dynamic padding over random batches padded to 128 tokens "
+     "(same model, loop and optimizer)",
+     3.0, "python benchmarks/train_vs_pad128.py",
+     lambda d: (f"{d['grouped_sentences_per_s']:.1f} vs {d['pad128_sentences_per_s']:.1f} sentences/s; "
+                f"{d['tokens_per_batch']['grouped']:.0f} vs {d['tokens_per_batch']['pad128']:.0f} tokens per batch")),
+    ("cached_head_epoch_speedup", "cached head\nepoch",
+     "frozen backbone: one epoch of NER head training on cached features over re-encoding every batch",
+     20.0, "python benchmarks/cached_head.py",
+     lambda d: (f"{d['cached_epoch_seconds']:.2f} s vs {d['reencoding_epoch_seconds']:.1f} s per epoch of "
+                f"{d['sentences']} sentences; building the cache {d['cache_build_seconds']:.1f} s")),
+    ("encode_vs_st_ratio", "encode vs\nsentence-transformers",
+     "encoding speed, 5,000 SST-2 sentences: `SentenceEncoder.encode` over `SentenceTransformer.encode` "
+     "(same vectors)",
+     1.0, "python benchmarks/encode_vs_st.py",
+     lambda d: (f"{d['ours_sentences_per_s']:.0f} vs {d['st_sentences_per_s']:.0f} sentences/s; "
+                f"max difference {d['max_abs_difference']:.0e}")),
+    ("train_flops_fraction", "training FLOP/s\n/ matmul FLOP/s",
+     "achieved NER training FLOP/s (counted FLOPs, AdamW step timed too) as a fraction of `torch.mm` FLOP/s "
+     "on large fp32 matrices, same run",
+     0.5, "python benchmarks/train_flops.py",
+     lambda d: (f"{d['achieved_gflop_per_s']:.0f} vs {d['large_matmul_gflop_per_s']:.0f} GFLOP/s; "
+                f"matmul is {d['matmul_share_of_step_time']:.0%} of the step time")),
+]
+
+
+def hardware(entry: dict) -> str:
+    return (f"2-core {entry.get('machine', 'x86_64')} CPU, torch threads {entry.get('torch_threads', 2)}, "
+            f"{'GPU' if entry.get('device') == 'cuda' else 'no GPU'}")
+
+
+def table(results: dict) -> str:
+    lines = ["| benchmark | what is compared | measured | goal | met? | command | hardware |",
+             "|---|---|---|---|---|---|---|"]
+    for key, _, compared, goal, command, details in BENCHMARKS:
+        entry = results.get(key)
+        if entry is None:
+            measured, met, where = "not measured yet", "–", "–"
+        else:
+            try:
+                extra = f" ({details(entry)})"
+            except (KeyError, TypeError, ValueError):
+                extra = ""
+            measured = f"**{entry['value']:.3g}**{extra}"
+            met = "yes" if entry["value"] >= goal else "**no**"
+            where = hardware(entry)
+        lines.append(f"| `{key}` | {compared} | {measured} | ≥ {goal:g} | {met} | `{command}` | {where} |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(results: dict) -> None:
+    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    values = [results[key]["value"] if key in results else None for key, *_ in BENCHMARKS]
+    low = min([v for v in values if v] + [goal for _, _, _, goal, _, _ in BENCHMARKS]) / 2
+    high = max([v for v in values if v] + [goal for _, _, _, goal, _, _ in BENCHMARKS]) * 2
+    for i, ((key, label, _, goal, _, _), value) in enumerate(zip(BENCHMARKS, values)):
+        if value is None:
+            ax.text(i, (low * goal) ** 0.5, "not measured\nyet", ha="center", va="center", fontsize=9, color="0.35")
+        else:
+            ax.bar(i, value - low, bottom=low, color="tab:green" if value >= goal else "tab:orange", width=0.6)
+            ax.text(i, value * 1.08, f"{value:.2f}", ha="center", va="bottom", fontsize=9)
+        ax.hlines(goal, i - 0.4, i + 0.4, colors="black", linestyles="--", linewidth=1.5)
+    ax.plot([], [], "k--", label="goal (measured ≥ goal)")
+    ax.bar([0], [0], color="tab:green", label="goal met")
+    ax.bar([0], [0], color="tab:orange", label="goal not met")
+    ax.set_yscale("log")
+    ax.set_ylim(low, high)
+    ax.set_xticks(range(len(BENCHMARKS)), [label for _, label, *_ in BENCHMARKS], fontsize=8)
+    ax.set_ylabel("measured ratio (log scale)")
+    ax.set_title("Benchmarks on a 2-core x86_64 CPU (results/benchmarks.json)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURE, dpi=120)
+
+
+def main() -> None:
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    figure(results)
+    TABLE.write_text("<!-- Written by benchmarks/plot_benchmarks.py from results/benchmarks.json; do not edit. -->\n\n"
+                     + table(results))
+    missing = [key for key, *_ in BENCHMARKS if key not in results]
+    print(f"wrote {FIGURE.relative_to(ROOT)} and {TABLE.relative_to(ROOT)}"
+          + (f"; not measured yet: {', '.join(missing)}" if missing else ""))
+
+
+if __name__ == "__main__":
+    main()
