@@ -6,6 +6,13 @@ so they compute the same losses, which the script checks. The cache is built onc
 epoch; its cost is reported separately (it is about one re-encoding epoch).
 
     python benchmarks/cached_head.py [--sentences 2000 --repeats 3]
+
+Measured on this project's 2-core CPU: 16.4x (0.28 s vs 4.59 s per epoch of 63 steps; goal 20, not
+met). What is left of a cached step (about 4.5 ms) is the head's own work, profiled with
+torch.profiler over six cached epochs: drawing the head's dropout mask (aten::bernoulli_) about 2 ms per
+step, padding 32 token-state tensors into one batch (pad_sequence, copy_) about 1 ms, the linear layer
+forward and backward, loss and fused AdamW the rest. Notebook 3's mixed set-up (half of the batches
+sentiment, whose cached input is one pooled vector per sentence) measures 22x.
 """
 from __future__ import annotations
 
