@@ -1,4 +1,4 @@
-"""Read CoNLL-2003, SST-2 and STS-B from local files (original formats) or the Hugging Face Hub.
+"""Read CoNLL-2003, SST-2, STS-B and SNIPS from local files (original formats) or the Hugging Face Hub.
 
 Local files are parsed here, line by line, so that a bad line is reported with its file and
 line number instead of surfacing later as a shape error inside torch. Every split comes back as
@@ -13,13 +13,16 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
-from .tasks import CONLL_NER_LABELS, SST2_LABELS
+from .tasks import CONLL_NER_LABELS, SNIPS_INTENT_LABELS, SST2_LABELS
 
 DATA_DIR_ENV = "MTL_DATA_DIR"
 # Looked for when neither an argument nor $MTL_DATA_DIR names a folder: the shared/ folder laid out
 # beside a checkout of this repository (as in this project's own environment and CI).
 FALLBACK_DATA_DIRS = [Path(__file__).resolve().parents[2] / "shared" / "data"]
-HUB_IDS = {"conll2003": "lhoestq/conll2003", "sst2": "stanfordnlp/sst2", "stsb": "sentence-transformers/stsb"}
+HUB_IDS = {"conll2003": "lhoestq/conll2003", "sst2": "stanfordnlp/sst2", "stsb": "sentence-transformers/stsb",
+           "snips": "benayas/snips"}
+# JointBERT's intent_label.txt starts with UNK, a placeholder for intents unseen in training, not an intent.
+SNIPS_PLACEHOLDER_LABELS = ("UNK",)
 
 
 class DataFormatError(ValueError):
@@ -151,6 +154,50 @@ def read_stsb_tsv(path: str | os.PathLike) -> dict[str, list]:
     return {"sentence1": first, "sentence2": second, "score": scores}
 
 
+def read_intent_labels(path: str | os.PathLike) -> list[str]:
+    """Intent names from a JointBERT-style `intent_label.txt`, one per line, in file order, without UNK."""
+    path = Path(path)
+    labels: list[str] = []
+    for number, line in enumerate(_read_lines(path), start=1):
+        name = line.strip()
+        if not name or name in SNIPS_PLACEHOLDER_LABELS:
+            continue
+        if name in labels:
+            raise DataFormatError(f"{path}:{number}: intent {name!r} is listed twice")
+        labels.append(name)
+    if len(labels) < 2:
+        raise DataFormatError(f"{path}: expected at least two intents (besides UNK), found {labels}")
+    return labels
+
+
+def read_intent_split(directory: str | os.PathLike, labels: list[str]) -> dict[str, list]:
+    """One SNIPS/ATIS split: `seq.in` (the words of one utterance per line) and `label` (its intent),
+    aligned line by line. The words are joined by single spaces (SNIPS lines often end with a space)."""
+    directory = Path(directory)
+    text_path, label_path = directory / "seq.in", directory / "label"
+    utterances, intents = _read_lines(text_path), _read_lines(label_path)
+    if len(utterances) != len(intents):
+        shorter, longer = sorted([(text_path, utterances), (label_path, intents)], key=lambda pair: len(pair[1]))
+        raise DataFormatError(f"{shorter[0]}:{len(shorter[1]) + 1}: the file ends after {len(shorter[1])} lines, but "
+                              f"{longer[0]} has {len(longer[1])}; seq.in and label must be aligned line by line")
+    label_set = set(labels)
+    texts, names = [], []
+    for number, (utterance, intent) in enumerate(zip(utterances, intents), start=1):
+        words, intent = utterance.split(), intent.strip()
+        if not words:
+            raise DataFormatError(f"{text_path}:{number}: empty utterance (its intent in {label_path.name} is {intent!r})")
+        if not intent:
+            raise DataFormatError(f"{label_path}:{number}: empty intent for {utterance.strip()!r}")
+        if intent not in label_set:
+            note = " (a placeholder in intent_label.txt, not an intent)" if intent in SNIPS_PLACEHOLDER_LABELS else ""
+            raise DataFormatError(f"{label_path}:{number}: intent {intent!r}{note} is not in the label set {labels}")
+        texts.append(" ".join(words))
+        names.append(intent)
+    if not texts:
+        raise DataFormatError(f"{text_path}: no utterances found (empty dataset)")
+    return {"text": texts, "label": names}
+
+
 def _from_hub(dataset: str, **kwargs) -> DatasetDict | Dataset:
     from datasets import load_dataset
 
@@ -210,6 +257,48 @@ def load_stsb_validation(data_dir: str | os.PathLike | None = None) -> Dataset:
     if root is not None:
         return Dataset.from_dict(read_stsb_tsv(root / "stsb" / "validation.tsv"))
     return _from_hub("stsb", split="validation")
+
+
+def load_snips_intent(data_dir: str | os.PathLike | None = None) -> DatasetDict:
+    """SNIPS intent detection (Goo et al. 2018 split): train / validation / test, columns text and label
+    (the intent name, one of SNIPS_INTENT_LABELS).
+
+    Locally: `snips/{train,validation,test}/{seq.in,label}` and `snips/intent_label.txt`. Without a data
+    directory: the Hub copy `benayas/snips` (parquet; columns `text`, `category` and splits train 13,084 /
+    test 1,400 per its dataset card, not tried from this project's offline environment). Its test split
+    holds the benchmark's validation and test utterances together, in an order that could not be checked,
+    so it is shuffled (seed 0) and halved into validation and test: 700 held-out utterances each, but not
+    the same 700 as in the local files, so the numbers of the two sources are not directly comparable.
+    """
+    root = resolve_data_dir(data_dir)
+    if root is not None:
+        label_file = root / "snips" / "intent_label.txt"
+        labels = read_intent_labels(label_file)
+        if sorted(labels) != sorted(SNIPS_INTENT_LABELS):
+            raise DataFormatError(f"{label_file}: lists the intents {labels} (UNK left out), expected {SNIPS_INTENT_LABELS}")
+        return DatasetDict({split: Dataset.from_dict(read_intent_split(root / "snips" / split, labels))
+                            for split in ("train", "validation", "test")})
+    hub_id = HUB_IDS["snips"]
+    try:
+        hub = _from_hub("snips")
+    except DataUnavailableError as err:
+        raise DataUnavailableError(f"{err} ({hub_id} is a community copy of SNIPS chosen from its dataset card; "
+                                   "loading it has not been tested from this project, which has no network.)") from err.__cause__
+    for split in ("train", "test"):
+        if split not in hub or not {"text", "category"} <= set(hub[split].column_names):
+            found = {name: hub[name].column_names for name in hub}
+            raise DataFormatError(f"{hub_id}: expected splits train and test with columns 'text' and 'category', found {found}")
+    found_labels = sorted(set(hub["train"]["category"]) | set(hub["test"]["category"]))
+    if found_labels != sorted(SNIPS_INTENT_LABELS):
+        raise DataFormatError(f"Hub column 'category' of {hub_id} has labels {found_labels}, expected {SNIPS_INTENT_LABELS}")
+
+    def as_split(rows: Dataset) -> Dataset:
+        return Dataset.from_dict({"text": [" ".join(t.split()) for t in rows["text"]], "label": list(rows["category"])})
+
+    held_out = hub["test"].shuffle(seed=0)
+    half = len(held_out) // 2
+    return DatasetDict({"train": as_split(hub["train"]), "validation": as_split(held_out.select(range(half))),
+                        "test": as_split(held_out.select(range(half, len(held_out))))})
 
 
 LOADERS = {"ner": load_conll2003, "sentiment": load_sst2}

@@ -7,6 +7,10 @@ TASK_KINDS = ("sentence", "token")
 
 CONLL_NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 SST2_LABELS = ["negative", "positive"]
+# The 7 SNIPS intents in the order of snips/intent_label.txt, without its first line, UNK (JointBERT's
+# placeholder for an intent not seen in training; no utterance of the benchmark has it).
+SNIPS_INTENT_LABELS = ["AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook",
+                       "SearchCreativeWork", "SearchScreeningEvent"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ BUILTIN_TASKS: dict[str, TaskSpec] = {
     "ner": TaskSpec("ner", "token", tuple(CONLL_NER_LABELS)),
     "sentiment": TaskSpec("sentiment", "sentence", tuple(SST2_LABELS)),
 }
+
+# Not built in (the CLI does not train it): the task notebook 05 adds to a trained model.
+SNIPS_INTENT_TASK = TaskSpec("intent", "sentence", tuple(SNIPS_INTENT_LABELS))
 
 
 def get_task(name: str) -> TaskSpec:
