@@ -12,7 +12,7 @@ met). What is left of a cached step (about 4.5 ms) is the head's own work, profi
 torch.profiler over six cached epochs: drawing the head's dropout mask (aten::bernoulli_) about 2 ms per
 step, padding 32 token-state tensors into one batch (pad_sequence, copy_) about 1 ms, the linear layer
 forward and backward, loss and fused AdamW the rest. Notebook 3's mixed set-up (half of the batches
-sentiment, whose cached input is one pooled vector per sentence) measures 22x.
+sentiment, whose cached input is one pooled vector per sentence) measures 21x.
 """
 from __future__ import annotations
 
