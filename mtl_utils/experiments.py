@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import torch
-from datasets import Dataset
 
 from .backbone import backbone_layout
 from .data import load_conll2003, load_sst2, load_stsb_validation

@@ -94,14 +94,12 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         dataset = CachedExamples({task: cache_head_inputs(model, task, f, config.eval_batch_size)
                                   for task, f in train_features.items()}, train_features)
         cache_seconds = time.perf_counter() - start
-
-        def collate(items: list[tuple[str, dict]]) -> tuple[str, dict]:
-            return items[0][0], pad_cached_batch([example for _, example in items])
     else:
         dataset, cache_seconds = TaskExamples(train_features), 0.0
 
-        def collate(items: list[tuple[str, dict]]) -> tuple[str, dict]:
-            return items[0][0], pad_batch([example for _, example in items], pad_id)
+    def collate(items: list[tuple[str, dict]]) -> tuple[str, dict]:
+        examples = [example for _, example in items]
+        return items[0][0], pad_cached_batch(examples) if use_cache else pad_batch(examples, pad_id)
 
     loader = DataLoader(dataset, batch_sampler=_TupleBatches(sampler), collate_fn=collate)
     groups = llrd_parameter_groups(model, config.lr, config.head_lr, config.llrd_decay, config.weight_decay)
