@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mtl_utils import data
 from mtl_utils.encoder import SentenceEncoder
 from mtl_utils.model import MultiTaskModel
 from mtl_utils.tasks import BUILTIN_TASKS
@@ -39,3 +40,10 @@ def write(path: Path, text: str | bytes) -> Path:
     else:
         path.write_text(text)
     return path
+
+
+@pytest.fixture()
+def no_local_data(monkeypatch):
+    """Neither $MTL_DATA_DIR nor a shared/ folder beside the checkout: loaders must go to the Hub."""
+    monkeypatch.delenv("MTL_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "FALLBACK_DATA_DIRS", [])

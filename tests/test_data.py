@@ -1,7 +1,7 @@
 import pytest
 
 from mtl_utils import data
-from mtl_utils.data import (DataFormatError, DataUnavailableError, load_conll2003, load_sst2, load_stsb_validation,
+from mtl_utils.data import (DataFormatError, DataUnavailableError, load_conll2003, load_snips_intent, load_sst2, load_stsb_validation,
                             read_conll, read_sst2_tsv, resolve_data_dir)
 from tests.conftest import write
 
@@ -76,12 +76,6 @@ def test_missing_file_and_directory(tmp_path):
         resolve_data_dir(tmp_path / "nowhere")
 
 
-@pytest.fixture()
-def no_local_data(monkeypatch):
-    monkeypatch.delenv("MTL_DATA_DIR", raising=False)
-    monkeypatch.setattr(data, "FALLBACK_DATA_DIRS", [])
-
-
 def test_env_variable_is_used(tmp_path, monkeypatch, no_local_data):
     monkeypatch.setenv("MTL_DATA_DIR", str(tmp_path))
     assert resolve_data_dir() == tmp_path
@@ -91,13 +85,15 @@ def test_env_variable_is_used(tmp_path, monkeypatch, no_local_data):
     assert resolve_data_dir() == tmp_path
 
 
-def test_no_data_dir_and_no_hub_says_how_to_fix(monkeypatch, no_local_data):
+@pytest.mark.parametrize("loader, message", [(load_sst2, "Set MTL_DATA_DIR"),
+                                             (load_snips_intent, "Set MTL_DATA_DIR.*not been tested")])
+def test_no_data_dir_and_no_hub_says_how_to_fix(monkeypatch, no_local_data, loader, message):
     def offline(*args, **kwargs):
         raise ConnectionError("Couldn't reach the Hub")
 
     monkeypatch.setattr("datasets.load_dataset", offline)
-    with pytest.raises(DataUnavailableError, match="Set MTL_DATA_DIR"):
-        load_sst2()
+    with pytest.raises(DataUnavailableError, match=message):
+        loader()
 
 
 def test_hub_label_names_are_checked(monkeypatch, no_local_data):

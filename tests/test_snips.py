@@ -1,10 +1,8 @@
 """SNIPS intent detection: seq.in / label read line-aligned, errors name the file and line."""
 import pytest
 
-from mtl_utils import data
 from mtl_utils.data import (
     DataFormatError,
-    DataUnavailableError,
     load_snips_intent,
     read_intent_labels,
     read_intent_split,
@@ -94,21 +92,6 @@ def test_intent_task_is_not_built_in():
     assert SNIPS_INTENT_TASK.name == "intent" and SNIPS_INTENT_TASK.kind == "sentence"
     assert list(SNIPS_INTENT_TASK.labels) == SNIPS_INTENT_LABELS
     assert set(BUILTIN_TASKS) == {"ner", "sentiment"}
-
-
-@pytest.fixture()
-def no_local_data(monkeypatch):
-    monkeypatch.delenv("MTL_DATA_DIR", raising=False)
-    monkeypatch.setattr(data, "FALLBACK_DATA_DIRS", [])
-
-
-def test_no_data_dir_and_no_hub(monkeypatch, no_local_data):
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach the Hub")
-
-    monkeypatch.setattr("datasets.load_dataset", offline)
-    with pytest.raises(DataUnavailableError, match="Set MTL_DATA_DIR.*not been tested"):
-        load_snips_intent()
 
 
 def test_hub_copy_is_checked_and_split(monkeypatch, no_local_data):
