@@ -1,7 +1,7 @@
 """Layer-wise learning-rate decay (LLRD): lower layers, which hold general language knowledge, move less.
 
     head(s)        head_lr
-    top layer      lr                (and the pooler, if the backbone has one)
+    top layer      lr
     layer i        lr * decay ** (L - 1 - i)
     embeddings     lr * decay ** L   (lowest of all)
 
@@ -40,8 +40,6 @@ def llrd_parameter_groups(model: "MultiTaskModel", lr: float, head_lr: float | N
     n_layers = len(layout.layers)
     blocks: list[tuple[str, nn.Module, float]] = [("embeddings", layout.embeddings, lr * decay ** n_layers)]
     blocks += [(f"layer.{i}", layer, lr * decay ** (n_layers - 1 - i)) for i, layer in enumerate(layout.layers)]
-    if layout.pooler is not None:
-        blocks.append(("pooler", layout.pooler, lr))
     blocks += [(f"head.{name}", head, head_lr) for name, head in model.heads.items()]
 
     groups, seen = [], set()
@@ -57,7 +55,8 @@ def llrd_parameter_groups(model: "MultiTaskModel", lr: float, head_lr: float | N
                 groups.append({"name": block + suffix, "params": params, "lr": block_lr, "weight_decay": wd})
     missed = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
     if missed:
-        raise ValueError(f"LLRD: trainable parameters outside embeddings, layers, pooler and heads: {missed[:5]}")
+        raise ValueError(f"LLRD: trainable parameters outside embeddings, layers and heads: {missed[:5]} "
+                         "(load_backbone removes the pooler; freeze or remove any other extra module)")
     return groups
 
 

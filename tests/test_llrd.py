@@ -52,14 +52,16 @@ def test_table(model):
     assert "embeddings" in format_llrd_table(groups)
 
 
-def test_pooler_goes_with_top_layer(model):
+def test_parameters_outside_the_layout_are_refused(model):
+    """load_backbone removes the pooler; a backbone that still has one is refused, not half-optimised."""
     tiny = AutoModel.from_config(BertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64))
-    assert backbone_layout(tiny).pooler is not None
     model.encoder.backbone = tiny
     model.heads.clear()
-    groups = llrd_parameter_groups(model, lr=1e-4, decay=0.5)
-    rate = {g["name"]: g["lr"] for g in groups}
-    assert rate["pooler"] == rate["layer.2"] == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match=r"outside embeddings, layers and heads: \['encoder\.backbone\.pooler\."):
+        llrd_parameter_groups(model, lr=1e-4, decay=0.5)
+    tiny.pooler = None
+    rate = {g["name"]: g["lr"] for g in llrd_parameter_groups(model, lr=1e-4, decay=0.5)}
+    assert rate["layer.2"] == pytest.approx(1e-4)
     assert rate["embeddings"] == pytest.approx(1e-4 * 0.5 ** 3)
 
 
