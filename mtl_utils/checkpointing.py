@@ -2,12 +2,16 @@
 
     <output-dir>/checkpoint/latest.json           {"epoch": N, "path": "epoch-N"}: the last complete checkpoint
     <output-dir>/checkpoint/epoch-N/model.safetensors       every model weight
-    <output-dir>/checkpoint/epoch-N/optimizer.safetensors   AdamW moments and step counts, RNG states
+    <output-dir>/checkpoint/epoch-N/optimizer.safetensors   AdamW moments and step counts, torch RNG states
     <output-dir>/checkpoint/epoch-N/state.json              everything else (scheduler, history, python RNG)
 
 A checkpoint is written into a temporary folder, renamed, and only then named in latest.json (an
 atomic file replace), so a kill at any moment leaves the previous checkpoint intact. Only
 safetensors and JSON are read back: nothing is unpickled.
+
+With several processes (DDP), the main process writes it, with the random states of every process
+(`rng.<process>.*`, `"rng": [...]`), so that each process resumes with its own; a resume with
+another number of processes gives the extra ones the main process's states (and other batches).
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .model import CheckpointError
+from .serialization import CheckpointError
 
 LATEST = "latest.json"
 
@@ -36,9 +40,34 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def capture_rng_state() -> dict:
+    """This process's random states: torch (CPU, and the current CUDA device), python and numpy."""
+    numpy_state = np.random.get_state()
+    python_state = random.getstate()
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            "python": [python_state[0], list(python_state[1]), python_state[2]],
+            "numpy": [numpy_state[0], numpy_state[1].tolist(),
+                      *[float(x) if isinstance(x, float) else int(x) for x in numpy_state[2:]]]}
+
+
+def restore_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+
+
 def save_training_state(directory: str | os.PathLike, epoch: int, step: int, model: torch.nn.Module,
-                        optimizer: torch.optim.Optimizer, scheduler, history: dict) -> Path:
-    """Write the state after `epoch` (1-based) and point latest.json at it."""
+                        optimizer: torch.optim.Optimizer, scheduler, history: dict,
+                        rng_states: list[dict] | None = None) -> Path:
+    """Write the state after `epoch` (1-based) and point latest.json at it.
+
+    `rng_states`: capture_rng_state() of every process, main first (default: this process's only).
+    """
+    rng_states = rng_states if rng_states is not None else [capture_rng_state()]
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"epoch-{epoch}"
@@ -55,19 +84,16 @@ def save_training_state(directory: str | os.PathLike, epoch: int, step: int, mod
                 tensors[f"state.{index}.{key}"] = value.detach().contiguous().cpu()
             else:
                 scalars[f"{index}.{key}"] = value
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = cuda_state
+    for process, rng in enumerate(rng_states):
+        tensors[f"rng.{process}.torch"] = rng["torch"]
+        if rng["cuda"] is not None:
+            tensors[f"rng.{process}.cuda"] = rng["cuda"]
     save_file(tensors, tmp / "optimizer.safetensors")
-    numpy_state = np.random.get_state()
-    python_state = random.getstate()
     _write_json(tmp / "state.json", {
         "epoch": epoch, "step": step, "history": history,
         "optimizer": {"param_groups": optimizer_state["param_groups"], "scalars": scalars},
         "scheduler": scheduler.state_dict(),
-        "rng": {"python": [python_state[0], list(python_state[1]), python_state[2]],
-                "numpy": [numpy_state[0], numpy_state[1].tolist(), *[float(x) if isinstance(x, float) else int(x) for x in numpy_state[2:]]]},
+        "rng": [{"python": rng["python"], "numpy": rng["numpy"]} for rng in rng_states],
     })
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -79,8 +105,9 @@ def save_training_state(directory: str | os.PathLike, epoch: int, step: int, mod
 
 
 def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        scheduler) -> dict:
-    """Restore model, optimizer, scheduler and RNG states in place; returns {"epoch", "step", "history"}."""
+                        scheduler, process_index: int = 0) -> dict:
+    """Restore model, optimizer, scheduler and RNG states (those of process `process_index`) in place;
+    returns {"epoch", "step", "history"}."""
     root = Path(directory)
     try:
         latest = json.loads((root / LATEST).read_text())
@@ -115,12 +142,14 @@ def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, op
                               f"(different tasks, freezing or learning-rate groups?): {err}") from None
     scheduler.load_state_dict(state["scheduler"])
 
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
-    version, internal, gauss = state["rng"]["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, *rest = state["rng"]["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    try:
+        if isinstance(state["rng"], dict):  # written by one process, before per-process states
+            rng = {**state["rng"], "torch": tensors["rng.torch"], "cuda": tensors.get("rng.cuda.0")}
+        else:
+            process = process_index if process_index < len(state["rng"]) else 0
+            rng = {**state["rng"][process], "torch": tensors[f"rng.{process}.torch"],
+                   "cuda": tensors.get(f"rng.{process}.cuda")}
+    except KeyError as err:
+        raise CheckpointError(f"{folder}: corrupt checkpoint (no random state {err})") from None
+    restore_rng_state(rng)
     return {"epoch": state["epoch"], "step": state["step"], "history": state["history"]}

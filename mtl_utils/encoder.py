@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .backbone import DEFAULT_MODEL, load_backbone
+from .batching import map_in_length_order, select
 from .pooling import check_pooling, normalize, pool
+from .tokenization import pad_batch
 
 
 class SentenceEncoder(nn.Module):
@@ -85,15 +86,13 @@ class SentenceEncoder(nn.Module):
         self.eval()
         device = next(self.parameters()).device
         encoded = self.tokenize(sentences)
-        order = np.argsort([-len(ids) for ids in encoded["input_ids"]], kind="stable")
-        vectors = torch.empty(len(sentences), self.hidden_size)
-        for start in tqdm(range(0, len(order), batch_size), desc="encode", disable=not show_progress):
-            idx = order[start:start + batch_size]
-            batch = self.tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in idx],
-                                        "attention_mask": [encoded["attention_mask"][i] for i in idx]},
-                                       return_tensors="pt")
-            out = self(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-            vectors[torch.as_tensor(idx)] = out.float().cpu()
+
+        def run(rows: list[int]) -> torch.Tensor:
+            batch = pad_batch(select(encoded, rows, ("input_ids", "attention_mask")), self.tokenizer.pad_token_id)
+            return self(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu()
+
+        vectors = torch.stack(map_in_length_order([len(ids) for ids in encoded["input_ids"]], batch_size, run,
+                                                  progress="encode" if show_progress else None))
         self.train(was_training)
         return vectors if convert_to_tensor else vectors.numpy()
 

@@ -1,14 +1,13 @@
 """Run a model over a held-out split and score it."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from datasets import Dataset
 
+from .batching import map_in_length_order, select
 from .encoder import SentenceEncoder
-from .metrics import classification_metrics, entity_metrics, spearman
-from .model import MultiTaskModel, word_tags
-from .tokenization import pad_batch
+from .metrics import spearman
+from .model import MultiTaskModel
 
 
 @torch.inference_mode()
@@ -16,29 +15,21 @@ def evaluate_task(model: MultiTaskModel, task: str, split: Dataset, features: di
                   batch_size: int = 128) -> dict:
     """Metrics of one task on one labelled split (features = tokenize_split of the same split)."""
     spec = model.tasks[task]
+    kind = spec.task_kind
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    n = len(features["input_ids"])
-    order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")
-    keys = [k for k in ("input_ids", "attention_mask", "word_shape_ids") if k in features]
-    gold = list(split["tags"]) if spec.kind == "token" else features["labels"]
-    predictions: list = [None] * n
-    for start in range(0, n, batch_size):
-        rows = order[start:start + batch_size]
-        batch = pad_batch([{k: features[k][i] for k in keys} for i in rows], model.encoder.tokenizer.pad_token_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
+    examples = select(features, range(len(features["input_ids"])), ("labelled_words", "word_starts", "num_words"))
+
+    def run(rows: list[int]) -> list:
+        batch = kind.collate(select(features, rows, kind.batch_keys), model.encoder.tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         logits = model(task, **batch)["logits"].float().cpu()
-        for j, i in enumerate(rows):
-            if spec.kind == "sentence":
-                predictions[i] = int(logits[j].argmax())
-            else:
-                predictions[i] = word_tags(spec, logits[j], features["labelled_words"][i], features["word_starts"][i],
-                                           len(gold[i]))
+        return [kind.decode(spec, row_logits, examples[i]) for i, row_logits in zip(rows, logits)]
+
+    predictions = map_in_length_order([len(ids) for ids in features["input_ids"]], batch_size, run)
     model.train(was_training)
-    if spec.kind == "sentence":
-        return classification_metrics(gold, predictions, list(spec.labels))
-    return entity_metrics(gold, predictions)
+    return kind.score(spec, kind.gold(split, features), predictions)
 
 
 @torch.inference_mode()

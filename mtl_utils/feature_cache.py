@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from .tokenization import IGNORE_INDEX, pad_batch
+from .batching import map_in_length_order, select
+from .tokenization import pad_batch
 
 if TYPE_CHECKING:
     from .model import MultiTaskModel
@@ -32,18 +32,14 @@ def cache_head_inputs(model: "MultiTaskModel", task: str, features: dict[str, li
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    order = np.argsort([-len(ids) for ids in features["input_ids"]], kind="stable")  # similar lengths, little padding
-    cached: list[torch.Tensor | None] = [None] * len(order)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        batch = pad_batch([{k: features[k][i] for k in ("input_ids", "attention_mask")} for i in rows],
-                          model.encoder.tokenizer.pad_token_id)
+
+    def run(rows: list[int]) -> list[torch.Tensor]:
+        batch = pad_batch(select(features, rows, ("input_ids", "attention_mask")), model.encoder.tokenizer.pad_token_id)
         mask = batch["attention_mask"].to(device)
         states = model.token_states(None, batch["input_ids"].to(device), mask)
-        head_input = model.head_input(task, states, mask).float().cpu()
-        for j, i in enumerate(rows):
-            # clone: a slice would keep the whole padded batch alive
-            cached[i] = head_input[j].clone() if head_input.dim() == 2 else head_input[j, :int(mask[j].sum())].clone()
+        return model.tasks[task].task_kind.cache_rows(model.head_input(task, states, mask).float().cpu(), mask.cpu())
+
+    cached = map_in_length_order([len(ids) for ids in features["input_ids"]], batch_size, run)
     model.train(was_training)
     return cached
 
@@ -55,10 +51,11 @@ class CachedExamples(torch.utils.data.Dataset):
     with the backbone gone from the step, python-side batch building is a large part of what is left.
     """
 
-    def __init__(self, cache: dict[str, list[torch.Tensor]], features: dict[str, dict[str, list]]):
+    def __init__(self, cache: dict[str, list[torch.Tensor]], features: dict[str, dict[str, list]],
+                 batch_keys: dict[str, tuple[str, ...]]):
         self.examples: dict[str, list[dict[str, torch.Tensor]]] = {}
         for task, head_inputs in cache.items():
-            columns = [k for k in ("labels", "word_shape_ids") if k in features[task]]
+            columns = [k for k in batch_keys[task] if k in features[task] and k not in ("input_ids", "attention_mask")]
             self.examples[task] = [{"head_input": head_input, **{k: torch.tensor(features[task][k][row]) for k in columns}}
                                    for row, head_input in enumerate(head_inputs)]
 
@@ -68,14 +65,3 @@ class CachedExamples(torch.utils.data.Dataset):
     def __getitem__(self, index: tuple[str, int]) -> tuple[str, dict]:
         task, row = index
         return task, self.examples[task][row]
-
-
-def pad_cached_batch(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """Stack sentence vectors, or pad token states with zeros to the longest sentence (labels with -100)."""
-    if examples[0]["head_input"].dim() == 1:
-        return {"head_input": torch.stack([e["head_input"] for e in examples]),
-                "labels": torch.stack([torch.as_tensor(e["labels"]) for e in examples])}
-    padding = {"head_input": 0.0, "labels": IGNORE_INDEX, "word_shape_ids": 0}
-    return {key: torch.nn.utils.rnn.pad_sequence([torch.as_tensor(e[key]) for e in examples], batch_first=True,
-                                                 padding_value=value)
-            for key, value in padding.items() if key in examples[0]}

@@ -10,19 +10,22 @@ Scenarios (combine several with commas, e.g. "bottom:2,head:ner"):
     embeddings   the embedding layer only
     bottom:K     embeddings and the lowest K layers
     head:TASK    one task's head
+
+Dropout: frozen lower layers (embeddings, bottom:K) and the lower layers of a routed task keep their
+dropout during training, as when they train. It regularises the layers above them, and "bottom:K"
+then differs from "none" only in the gradient. Only a wholly frozen backbone runs without dropout
+(`training.train` puts it in eval mode): nothing in it trains, so its features are the same every
+epoch, which is what lets them be cached (feature_cache.py).
 """
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
 
 from .backbone import backbone_layout
-
-if TYPE_CHECKING:
-    from .model import MultiTaskModel
 
 SCENARIOS = ("none", "all", "backbone", "embeddings", "bottom:K", "head:TASK")
 
@@ -32,11 +35,12 @@ def set_trainable(module: nn.Module, trainable: bool) -> None:
         parameter.requires_grad_(trainable)
 
 
-def apply_freezing(model: "MultiTaskModel", scenario: str) -> "MultiTaskModel":
+def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
     """Freeze the parts a scenario names (comma-separated scenarios apply in order)."""
     layout = backbone_layout(model.encoder.backbone)
     n_layers = len(layout.layers)
-    for part in [p.strip() for p in scenario.split(",") if p.strip()]:
+    parts = [p.strip() for p in scenario.split(",") if p.strip()]
+    for part in parts:
         name, _, argument = part.partition(":")
         if name == "none" and not argument:
             set_trainable(model, True)
@@ -57,6 +61,8 @@ def apply_freezing(model: "MultiTaskModel", scenario: str) -> "MultiTaskModel":
             set_trainable(model.heads[argument], False)
         else:
             raise ValueError(f"unknown freezing scenario {part!r}; choose from {', '.join(SCENARIOS)}")
+    # Recorded so that a saved model is restored frozen as it was (applying them again in order).
+    model.freeze = ",".join(parts) if model.freeze == "none" else ",".join([model.freeze, *parts])
     return model
 
 
@@ -82,7 +88,7 @@ def _parse_k(argument: str, part: str, lowest: int, highest: int) -> int:
     return k
 
 
-def route_task(model: "MultiTaskModel", task: str, top_k: int | None) -> None:
+def route_task(model: nn.Module, task: str, top_k: int | None) -> None:
     """Let `task`'s batches train only the top K layers (and its head); None lets it train them all.
 
     The lower layers and the embeddings still run for that task's batches, but without gradients,
@@ -120,13 +126,11 @@ def lower_layers_without_grad(backbone: nn.Module, n_lower: int) -> Iterator[Non
         torch.set_grad_enabled(grad_was_enabled)
 
 
-def parameter_report(model: "MultiTaskModel") -> list[dict]:
+def parameter_report(model: nn.Module) -> list[dict]:
     """Trainable and frozen parameter counts per module (embeddings, each layer, each head)."""
     layout = backbone_layout(model.encoder.backbone)
     modules: list[tuple[str, nn.Module]] = [("embeddings", layout.embeddings)]
     modules += [(f"layer.{i}", layer) for i, layer in enumerate(layout.layers)]
-    if layout.pooler is not None:
-        modules.append(("pooler", layout.pooler))
     modules += [(f"head.{name}", head) for name, head in model.heads.items()]
     rows = []
     for name, module in modules:

@@ -4,25 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Word-shape classes. The default backbone is uncased, so its tokens never show capitalisation,
-# the strongest single cue for named entities; the token head gets it back from the original words.
-WORD_SHAPES = ("pad", "lower", "Title", "UPPER", "mixed", "digits", "other")
-
-
-def word_shape(word: str) -> int:
-    """Index into WORD_SHAPES for one word (never 0: that is for special tokens and padding)."""
-    if any(c.isdigit() for c in word):
-        return WORD_SHAPES.index("digits")
-    letters = [c for c in word if c.isalpha()]
-    if not letters:
-        return WORD_SHAPES.index("other")
-    if all(c.islower() for c in letters):
-        return WORD_SHAPES.index("lower")
-    if all(c.isupper() for c in letters):
-        return WORD_SHAPES.index("UPPER")
-    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
-        return WORD_SHAPES.index("Title")
-    return WORD_SHAPES.index("mixed")
+from .tokenization import WORD_SHAPES
 
 
 class SentenceClassificationHead(nn.Module):

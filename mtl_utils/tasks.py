@@ -1,32 +1,40 @@
-"""What a task is: a name, a kind (one label per sentence or per word) and its label names."""
+"""What a task is: a name, a kind (see task_kinds.py), its label names and where its data comes from.
+
+`BUILTIN_TASKS` is the one registry of tasks by name: the CLI, the notebooks and the loaders all
+read it. Adding a task with an existing kind is one entry here (and a loader in data.py).
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
-TASK_KINDS = ("sentence", "token")
+from datasets import DatasetDict
 
-CONLL_NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
-SST2_LABELS = ["negative", "positive"]
-# The 7 SNIPS intents in the order of snips/intent_label.txt, without its first line, UNK (JointBERT's
-# placeholder for an intent not seen in training; no utterance of the benchmark has it).
-SNIPS_INTENT_LABELS = ["AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook",
-                       "SearchCreativeWork", "SearchScreeningEvent"]
+from .data import CONLL_NER_LABELS, SNIPS_INTENT_LABELS, SST2_LABELS, load_conll2003, load_snips_intent, load_sst2
+from .task_kinds import TaskKind, get_task_kind
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    kind: str  # "sentence" or "token"
+    kind: str  # a registered task kind: "sentence" or "token" (see task_kinds.py)
     labels: tuple[str, ...]
+    load: Callable[..., DatasetDict] | None = field(default=None, compare=False, repr=False)  # (data_dir) -> splits
 
     def __post_init__(self) -> None:
-        if self.kind not in TASK_KINDS:
-            raise ValueError(f"task {self.name!r}: unknown kind {self.kind!r}; choose one of {', '.join(TASK_KINDS)}")
+        try:
+            get_task_kind(self.kind)
+        except ValueError as err:
+            raise ValueError(f"task {self.name!r}: {err}") from None
         if len(self.labels) < 2:
             raise ValueError(f"task {self.name!r}: needs at least two labels, got {list(self.labels)}")
         if len(set(self.labels)) != len(self.labels):
             raise ValueError(f"task {self.name!r}: duplicate label names in {list(self.labels)}")
         object.__setattr__(self, "labels", tuple(self.labels))
+
+    @property
+    def task_kind(self) -> TaskKind:
+        return get_task_kind(self.kind)
 
     @property
     def num_labels(self) -> int:
@@ -39,17 +47,17 @@ class TaskSpec:
             raise ValueError(f"task {self.name!r}: label {label!r} is not in its label set {list(self.labels)}") from None
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "labels": list(self.labels)}
+        return {"name": self.name, "kind": self.kind, "labels": list(self.labels)}
 
 
 # The built-in tasks, by the name used on the command line.
 BUILTIN_TASKS: dict[str, TaskSpec] = {
-    "ner": TaskSpec("ner", "token", tuple(CONLL_NER_LABELS)),
-    "sentiment": TaskSpec("sentiment", "sentence", tuple(SST2_LABELS)),
+    "ner": TaskSpec("ner", "token", tuple(CONLL_NER_LABELS), load_conll2003),
+    "sentiment": TaskSpec("sentiment", "sentence", tuple(SST2_LABELS), load_sst2),
 }
 
 # Not built in (the CLI does not train it): the task notebook 05 adds to a trained model.
-SNIPS_INTENT_TASK = TaskSpec("intent", "sentence", tuple(SNIPS_INTENT_LABELS))
+SNIPS_INTENT_TASK = TaskSpec("intent", "sentence", tuple(SNIPS_INTENT_LABELS), load_snips_intent)
 
 
 def get_task(name: str) -> TaskSpec:

@@ -3,30 +3,31 @@
     python -m mtl_utils.train                          # defaults: NER + sentiment on real data
     python -m mtl_utils.train --max-train-samples 500 --epochs 1 --quiet
     accelerate launch -m mtl_utils.train ...           # several GPUs
+    torchrun --nproc_per_node N -m mtl_utils.train ... # N processes (GPUs, or CPUs with gloo)
 
-Writes <output-dir>/metrics.json (held-out metrics per task), history.json and the saved model.
+Writes <output-dir>/metrics.json (held-out metrics per task), history.json and the saved model
+(with several processes, the main process alone writes them).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 import time
+import typing
 from pathlib import Path
 
-from .backbone import DEFAULT_MODEL
-from .data import DataUnavailableError, load_stsb_validation, load_task_data, resolve_data_dir
-from .encoder import SentenceEncoder
+from accelerate.utils import broadcast_object_list
+
+from .data import DataUnavailableError, load_stsb_validation, resolve_data_dir
 from .evaluation import evaluate_task, stsb_spearman
-from .freezing import apply_freezing, format_report, parameter_report, route_task
-from .model import MultiTaskModel
-from .pooling import check_pooling
+from .freezing import format_report, parameter_report
+from .model import ModelConfig, MultiTaskModel
 from .tasks import BUILTIN_TASKS, get_task
 from .tokenization import tokenize_split
-from .training import TrainConfig, summarize, train
-
-DEFAULTS = TrainConfig()
-
+from .training import TrainConfig, check_trainable, distributed_state, summarize, train
 
 def parse_caps(text: str | None, tasks: list[str], option: str = "--max-train-samples") -> dict[str, int]:
     """'5000' caps every training task; 'ner=5000,sentiment=20000' caps each one; '' or 'all' caps none.
@@ -48,40 +49,40 @@ def parse_caps(text: str | None, tasks: list[str], option: str = "--max-train-sa
     return caps
 
 
+def add_settings(parser: argparse.ArgumentParser, settings: type, title: str) -> None:
+    """One option per field of a settings dataclass (ModelConfig, TrainConfig), with its help and default."""
+    group = parser.add_argument_group(title)
+    types = typing.get_type_hints(settings)
+    for f in dataclasses.fields(settings):
+        default = f.metadata.get("cli_default", f.default)
+        flag = "--" + f.name.replace("_", "-")
+        if types[f.name] is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
+        else:
+            kind = types[f.name] if types[f.name] in (int, float, str) else str
+            group.add_argument(flag, type=kind, default=default, help=f.metadata["help"])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m mtl_utils.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--tasks", default="ner,sentiment", help="comma-separated: ner, sentiment")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="backbone: Hub id or local folder")
-    p.add_argument("--pooling", default="mean", help="mean, cls or max")
-    p.add_argument("--max-length", type=int, default=256, help="tokens per sentence (longer ones are truncated)")
-    p.add_argument("--word-shape-dim", type=int, default=16, help="casing embedding for token heads (0 = off)")
-    p.add_argument("--freeze", default="none", help="none, all, backbone, embeddings, bottom:K, head:TASK (comma-separated)")
-    p.add_argument("--route", action="append", default=[], metavar="TASK:K", help="let TASK train only the top K layers")
-    p.add_argument("--llrd-decay", type=float, default=DEFAULTS.llrd_decay, help="learning-rate factor per layer down (1 = uniform)")
-    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate of the top layer")
-    p.add_argument("--head-lr", type=float, default=DEFAULTS.head_lr)
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
-    p.add_argument("--warmup-ratio", type=float, default=DEFAULTS.warmup_ratio)
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    p.add_argument("--sampler", default=DEFAULTS.sampler, help="proportional, temperature or round_robin")
-    p.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
+    p.add_argument("--tasks", default="ner,sentiment", help=f"comma-separated, of: {', '.join(BUILTIN_TASKS)}")
+    p.add_argument("--data-dir", default=None, help="folder laid out like shared/data (default: $MTL_DATA_DIR, else the Hub)")
+    p.add_argument("--output-dir", default="runs/default", help="where metrics.json, history.json, model/ and checkpoint/ go")
     p.add_argument("--max-train-samples", default=None,
                    help="per-task cap on training examples (a fixed random subset): N for every task, or TASK=N,...")
-    p.add_argument("--examples-per-epoch", default="sentiment=22450",
-                   help="per-task examples per epoch, a new slice each epoch (3 x 22,450 covers SST-2's 67,349 once): "
-                        "N or TASK=N,...; 'all' for every example every epoch")
     p.add_argument("--max-eval-samples", type=int, default=None, help="cap on held-out examples (quick runs only)")
-    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    p.add_argument("--data-dir", default=None, help="folder laid out like shared/data (default: $MTL_DATA_DIR, else the Hub)")
-    p.add_argument("--output-dir", default="runs/default")
-    p.add_argument("--mixed-precision", default="no", help="no, bf16 or fp16 (GPU)")
     p.add_argument("--no-stsb", action="store_true", help="skip the STS-B retention probe")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the interrupted run whose --output-dir was DIR, with its saved arguments")
+    add_settings(p, ModelConfig, "model")
+    add_settings(p, TrainConfig, "training")
     return p
+
+
+def settings_from(args: argparse.Namespace, settings: type, **overrides):
+    """The dataclass of `settings` filled from the parsed options of its fields."""
+    return settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings)} | overrides)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -99,17 +100,24 @@ def main(argv: list[str] | None = None) -> dict:
     caps = parse_caps(args.max_train_samples, task_names)
     per_epoch = parse_caps(args.examples_per_epoch, task_names, "--examples-per-epoch")
     # Check every argument before the slow parts start.
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
-                         llrd_decay=args.llrd_decay, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-                         sampler=args.sampler, temperature=args.temperature, seed=args.seed,
-                         examples_per_epoch=per_epoch or None,
-                         mixed_precision=args.mixed_precision, quiet=args.quiet)
-    check_pooling(args.pooling)
+    config = settings_from(args, TrainConfig, examples_per_epoch=per_epoch or None)
+    model_config = settings_from(args, ModelConfig)
+    model_config.routes()
     resolve_data_dir(args.data_dir)
+    # One process, or one of several (torchrun, accelerate launch): then only the main one writes
+    # files (args.json here, checkpoints and history.json in train(), metrics.json and model/ below)
+    # and prints; every process loads the data and trains.
+    state = distributed_state()
+    log = print if state.is_main_process else (lambda *values, **kwargs: None)
+    accelerate_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+    if state.num_processes == 1 and accelerate_cpu and os.environ.get("MASTER_ADDR"):  # several asked for
+        print("warning: `accelerate launch --cpu` starts one process, whatever --num_processes says; for several "
+              "CPU processes use `torchrun --nproc_per_node N -m mtl_utils.train ...`", file=sys.stderr)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.resume:
-        (out / "args.json").write_text(json.dumps(vars(args), indent=2))
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if not args.resume:
+            (out / "args.json").write_text(json.dumps(vars(args), indent=2))
     if args.quiet:
         import datasets
         import transformers
@@ -117,55 +125,56 @@ def main(argv: list[str] | None = None) -> dict:
         transformers.utils.logging.disable_progress_bar()
     started = time.perf_counter()
 
-    encoder = SentenceEncoder.from_pretrained(args.model, pooling=args.pooling, max_length=args.max_length)
-    model = MultiTaskModel(encoder, specs, word_shape_dim=args.word_shape_dim)
-    apply_freezing(model, args.freeze)
-    for route in args.route:
-        task, _, k = route.partition(":")
-        route_task(model, task, int(k) if k.isdigit() else k)
-    print(format_report(parameter_report(model)))
+    model = MultiTaskModel.from_config(model_config, specs)
+    check_trainable(model, task_names)  # e.g. --freeze all: say so now, not after encoding the training set
+    tokenizer = model.encoder.tokenizer
+    log(format_report(parameter_report(model)))
 
     train_features, held_out = {}, {}
     for spec in specs:
-        splits = load_task_data(spec.name, args.data_dir)
+        splits = spec.load(args.data_dir)
         train_split = splits["train"]
         if spec.name in caps and caps[spec.name] < len(train_split):
             train_split = train_split.shuffle(seed=args.seed).select(range(caps[spec.name]))
-        train_features[spec.name] = tokenize_split(train_split, spec, encoder.tokenizer, args.max_length)
+        train_features[spec.name] = tokenize_split(train_split, spec, tokenizer, args.max_length)
         for split_name in ("validation", "test"):
             if split_name in splits:
                 split = splits[split_name]
                 if args.max_eval_samples:
                     split = split.select(range(min(args.max_eval_samples, len(split))))
-                held_out[(spec.name, split_name)] = (split, tokenize_split(split, spec, encoder.tokenizer, args.max_length))
+                held_out[(spec.name, split_name)] = (split, tokenize_split(split, spec, tokenizer, args.max_length))
         per_epoch_note = f" ({per_epoch[spec.name]:,} per epoch)" if spec.name in per_epoch else ""
-        print(f"{spec.name}: {len(train_split):,} training examples{per_epoch_note}; held out: "
+        log(f"{spec.name}: {len(train_split):,} training examples{per_epoch_note}; held out: "
               + ", ".join(f"{s} {len(held_out[(spec.name, s)][0]):,}" for s in ("validation", "test") if (spec.name, s) in held_out))
     stsb = None if args.no_stsb else load_stsb_validation(args.data_dir)
 
     validation = {task: held_out[(task, "validation")] for task in task_names if (task, "validation") in held_out}
     history = train(model, train_features, validation, config, stsb, args.output_dir, resume=bool(args.resume))
 
-    # Final held-out scores: validation (as after the last epoch) and test where the split has labels.
+    # Final held-out scores: validation (as after the last epoch) and test where the split has labels,
+    # on the whole splits, computed once by the main process (every process has the same weights);
+    # the others wait in the broadcast, and every process returns the same metrics.
     metrics = {"command": "python -m mtl_utils.train " + " ".join(argv if argv is not None else sys.argv[1:]),
                "arguments": vars(args), "tasks": {}}
-    for (task, split_name), (split, features) in held_out.items():
-        metrics["tasks"].setdefault(task, {})[split_name] = evaluate_task(model, task, split, features)
-    if stsb is not None:
-        metrics["stsb_spearman"] = stsb_spearman(model.encoder, stsb)
-    metrics["train_seconds"] = sum(e["train_seconds"] for e in history["epochs"])
-    metrics["total_seconds"] = time.perf_counter() - started
-    metrics["train_examples"] = {task: len(f["input_ids"]) for task, f in train_features.items()}
+    if state.is_main_process:
+        for (task, split_name), (split, features) in held_out.items():
+            metrics["tasks"].setdefault(task, {})[split_name] = evaluate_task(model, task, split, features)
+        if stsb is not None:
+            metrics["stsb_spearman"] = stsb_spearman(model.encoder, stsb)
+        metrics["train_seconds"] = sum(e["train_seconds"] for e in history["epochs"])
+        metrics["total_seconds"] = time.perf_counter() - started
+        metrics["train_examples"] = {task: len(f["input_ids"]) for task, f in train_features.items()}
+        metrics["processes"] = state.num_processes
 
-    model.save_pretrained(out / "model")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    for task, splits in metrics["tasks"].items():
-        for split_name, m in splits.items():
-            print(f"{task} {split_name}: {summarize({task: m})}")
-    if stsb is not None:
-        print(f"STS-B validation Spearman: {metrics['stsb_spearman']:.4f}")
-    print(f"wrote {out / 'metrics.json'} and {out / 'model'} ({metrics['total_seconds'] / 60:.1f} min)")
-    return metrics
+        model.save_pretrained(out / "model")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        for task, splits in metrics["tasks"].items():
+            for split_name, m in splits.items():
+                print(f"{task} {split_name}: {summarize({task: m}, model.tasks)}")
+        if stsb is not None:
+            print(f"STS-B validation Spearman: {metrics['stsb_spearman']:.4f}")
+        print(f"wrote {out / 'metrics.json'} and {out / 'model'} ({metrics['total_seconds'] / 60:.1f} min)")
+    return broadcast_object_list([metrics])[0]
 
 
 if __name__ == "__main__":

@@ -1,11 +1,32 @@
+import collections
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from mtl_utils.train import main, parse_caps
 from tests.conftest import REPO
+
+
+def gold_entities(path: Path, n_sentences: int) -> collections.Counter:
+    """Entities per type in the first `n_sentences` sentences of a CoNLL-2003 file, read from the file itself.
+
+    One entity per B- tag: these files have no I- tag that starts an entity, so this is strict IOB2's count.
+    """
+    counts, sentences, inside = collections.Counter(), 0, False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            sentences, inside = sentences + inside, False
+            if sentences == n_sentences:
+                break
+        else:
+            inside = True
+            if fields[-1].startswith("B-"):
+                counts[fields[-1][2:]] += 1
+    return counts
 
 
 def test_tiny_training_run_writes_metrics_and_model(shared_data, tmp_path):
@@ -21,6 +42,19 @@ def test_tiny_training_run_writes_metrics_and_model(shared_data, tmp_path):
     assert metrics["train_examples"] == {"ner": 96, "sentiment": 96}
     history = json.loads((out / "history.json").read_text())
     assert len(history["steps"]) == 12 and len(history["epochs"]) == 1
+
+    # Each held-out score comes from its own split: supports counted in the data files themselves.
+    for split_name in ("validation", "test"):
+        gold = gold_entities(shared_data / "conll2003" / f"{split_name}.txt", 64)
+        scores = written["tasks"]["ner"][split_name]
+        assert scores["support"] == sum(gold.values())
+        assert {t: m["support"] for t, m in scores["per_type"].items()} == dict(gold)
+    assert gold_entities(shared_data / "conll2003" / "validation.txt", 64) != gold  # the check tells them apart
+    sst2_validation = (shared_data / "sst2" / "validation.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    assert written["tasks"]["sentiment"]["validation"]["support"] == min(64, len(sst2_validation))
+    assert set(written["tasks"]["sentiment"]) == {"validation"}  # SST-2's test labels are not public
+    # validation as after the last epoch: the same model on the same split, the same numbers
+    assert history["epochs"][-1]["validation"] == {task: s["validation"] for task, s in written["tasks"].items()}
     assert (out / "model" / "heads.safetensors").is_file()
 
 
@@ -41,6 +75,7 @@ def test_caps():
     (["--pooling", "avg"], "unknown pooling 'avg'"),
     (["--llrd-decay", "1.5"], r"decay must be in \(0, 1\]"),
     (["--data-dir", "/nonexistent/data"], "does not exist"),
+    (["--freeze", "all"], "^error: freezing 'all' leaves no trainable parameter"),
 ])
 def test_cli_errors_are_one_clear_line(args, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "mtl_utils.train", *args, "--output-dir", str(tmp_path), "--quiet",
@@ -50,3 +85,5 @@ def test_cli_errors_are_one_clear_line(args, message, tmp_path):
     assert "Traceback" not in result.stderr
     import re
     assert re.search(message, result.stderr), result.stderr[-500:]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-500:]
+    assert "training examples" not in result.stdout  # found before the data is read, tokenised or encoded

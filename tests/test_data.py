@@ -118,5 +118,6 @@ def test_real_data_counts(shared_data):
 
 
 def test_unknown_task():
+    from mtl_utils.tasks import get_task
     with pytest.raises(ValueError, match="unknown task 'pos'"):
-        data.load_task_data("pos")
+        get_task("pos")

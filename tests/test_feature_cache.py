@@ -3,7 +3,7 @@ import torch
 from datasets import Dataset
 
 from mtl_utils.encoder import SentenceEncoder
-from mtl_utils.feature_cache import backbone_is_frozen, cache_head_inputs, pad_cached_batch
+from mtl_utils.feature_cache import backbone_is_frozen, cache_head_inputs
 from mtl_utils.freezing import apply_freezing
 from mtl_utils.model import MultiTaskModel
 from mtl_utils.tasks import BUILTIN_TASKS
@@ -39,7 +39,7 @@ def test_cached_inputs_are_what_the_heads_read(model):
         batch = pad_batch(examples, tokenizer.pad_token_id)
         with torch.no_grad():
             direct = model(task, **batch)["logits"]
-            cached = pad_cached_batch([{**e, "head_input": h} for e, h in
+            cached = BUILTIN_TASKS[task].task_kind.collate_cached([{**e, "head_input": h} for e, h in
                                        zip(examples, cache_head_inputs(model, task, features, batch_size=1))])
             from_cache = model(task, **cached)["logits"]
         if task == "ner":  # positions past each sentence are padding in both; compare the real ones

@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from mtl_utils.model import CheckpointError, MultiTaskModel
+from mtl_utils.model import MultiTaskModel
+from mtl_utils.serialization import CheckpointError
 from mtl_utils.tasks import TaskSpec
 from tests.helpers import batches
 
@@ -83,3 +84,30 @@ def test_config_is_json(model, tmp_path):
     config = json.loads((tmp_path / "m" / "mtl_config.json").read_text())
     assert [t["name"] for t in config["tasks"]] == ["ner", "sentiment"]
     assert config["tasks"][0]["labels"][:3] == ["O", "B-PER", "I-PER"]
+
+
+def test_frozen_lower_layers_keep_dropout_a_frozen_backbone_runs_without(model):
+    """The decision documented in freezing.py: dropout follows training mode, not requires_grad."""
+    from mtl_utils.backbone import backbone_layout
+    from mtl_utils.freezing import apply_freezing
+    from mtl_utils.training import TrainConfig, train
+    from tests.helpers import batches
+
+    apply_freezing(model, "bottom:2")
+    layer0 = backbone_layout(model.encoder.backbone).layers[0]
+    outputs = []
+    handle = layer0.register_forward_hook(
+        lambda module, args, output: outputs.append(output[0] if isinstance(output, tuple) else output))
+    batch = batches(model.encoder.tokenizer)["sentiment"]
+    model.train()
+    with torch.no_grad():
+        model("sentiment", **batch), model("sentiment", **batch)
+    assert not torch.equal(outputs[0], outputs[1])  # frozen layer 0 still drops out in training
+    handle.remove()
+
+    apply_freezing(model, "backbone")
+    features = {"sentiment": {k: v.tolist() for k, v in batch.items()}}
+    seen = []
+    model.encoder.backbone.register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    train(model, features, {}, TrainConfig(epochs=1, batch_size=2, quiet=True, cache_frozen_backbone=False))
+    assert seen and not any(seen)  # the wholly frozen backbone ran in eval mode every step

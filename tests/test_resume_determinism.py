@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 from mtl_utils.checkpointing import load_training_state, save_training_state
 from mtl_utils.data import load_conll2003, load_sst2
 from mtl_utils.encoder import SentenceEncoder
-from mtl_utils.model import CheckpointError, MultiTaskModel
+from mtl_utils.model import MultiTaskModel
+from mtl_utils.serialization import CheckpointError
 from mtl_utils.tasks import BUILTIN_TASKS
 from mtl_utils.tokenization import tokenize_split
 from mtl_utils.training import TrainConfig, train
@@ -106,3 +107,47 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "latest.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="corrupt checkpoint"):
         load_training_state(tmp_path, model, optimizer, scheduler)
+
+
+def test_each_process_resumes_with_its_own_random_state(tmp_path):
+    """Several processes (DDP): the main one writes every process's random state; each restores its own."""
+    import random
+
+    from mtl_utils.checkpointing import capture_rng_state
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    states, draws = [], []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        states.append(capture_rng_state())
+        draws.append((torch.rand(3), random.random()))
+    save_training_state(tmp_path, 1, 5, model, optimizer, scheduler, {}, states)
+    for process, expected in ((1, draws[1]), (0, draws[0]), (2, draws[0])):  # a 3rd process: the main one's
+        torch.manual_seed(99)
+        random.seed(99)
+        load_training_state(tmp_path, model, optimizer, scheduler, process_index=process)
+        assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+
+
+def test_a_checkpoint_from_before_per_process_states_still_resumes(tmp_path):
+    """The earlier layout (one process: "rng.torch", "rng": {...}) is still read."""
+    import random
+
+    from safetensors.torch import save_file
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    torch.manual_seed(5)
+    random.seed(5)
+    folder = save_training_state(tmp_path, 1, 5, model, optimizer, scheduler, {})
+    expected = (torch.rand(3), random.random())
+    state = json.loads((folder / "state.json").read_text())
+    (folder / "state.json").write_text(json.dumps({**state, "rng": state["rng"][0]}))
+    tensors = load_file(folder / "optimizer.safetensors")
+    save_file({("rng.torch" if k == "rng.0.torch" else k): v for k, v in tensors.items()}, folder / "optimizer.safetensors")
+    load_training_state(tmp_path, model, optimizer, scheduler)
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]

@@ -3,7 +3,7 @@ import collections
 import pytest
 import torch
 
-from mtl_utils.sampling import MultiTaskBatchSampler, length_grouped_batches
+from mtl_utils.sampling import STRATEGIES, MultiTaskBatchSampler, length_grouped_batches
 
 LENGTHS = {"ner": [5 + i % 40 for i in range(1000)], "sentiment": [3 + i % 20 for i in range(3000)]}
 
@@ -76,3 +76,72 @@ def test_examples_per_epoch_walks_through_the_whole_task():
     assert sorted(seen) == list(range(3000))  # three epochs = one pass over every example, no repeats
     with pytest.raises(ValueError, match="unknown task 'pos'"):
         MultiTaskBatchSampler(LENGTHS, 8, examples_per_epoch={"pos": 5})
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_epoch_has_its_own_order(strategy):
+    sampler = MultiTaskBatchSampler(LENGTHS, batch_size=32, strategy=strategy, seed=7)
+    epochs = []
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        epochs.append(list(sampler))
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert epochs[i] != epochs[j]
+            first_batches = {task: next(rows for t, rows in epochs[i] if t == task) for task in LENGTHS}
+            assert first_batches != {task: next(rows for t, rows in epochs[j] if t == task) for task in LENGTHS}
+            if strategy != "round_robin":  # round robin's task order is the same every epoch, by design
+                assert [t for t, _ in epochs[i]] != [t for t, _ in epochs[j]]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_epoch_slices_do_not_overlap(strategy):
+    """700 of 3,000 sentiment examples per epoch: epochs 1-4 see 2,800 different ones, epoch 5 the last 200
+    and 500 from the start again; within an epoch, repeats (round robin, temperature) stay in its slice."""
+    sampler = MultiTaskBatchSampler(LENGTHS, batch_size=32, strategy=strategy, examples_per_epoch={"sentiment": 700})
+    slices = []
+    for epoch in range(5):
+        sampler.set_epoch(epoch)
+        rows = {r for task, batch in sampler if task == "sentiment" for r in batch}
+        epoch_slice = set(sampler.epoch_examples("sentiment"))
+        assert len(epoch_slice) == 700 and rows <= epoch_slice
+        if strategy != "temperature":  # temperature draws tasks at random: it may take fewer batches than 700 / 32
+            assert rows == epoch_slice
+        slices.append(epoch_slice)
+    assert all(not slices[i] & slices[j] for i in range(4) for j in range(i + 1, 4))
+    assert set().union(*slices) == set(range(3000))
+    assert len(slices[4] & slices[0]) == 500 and not slices[4] & (slices[1] | slices[2])
+
+
+def test_the_training_loader_follows_the_sampler_epoch():
+    """What train() iterates: Accelerate's loader around our sampler, with the epoch set before each
+    pass; a fresh loader set to epoch 2 (a resumed run) gives epoch 2's order, not epoch 0's again."""
+    from accelerate.data_loader import prepare_data_loader
+    from torch.utils.data import DataLoader
+
+    from mtl_utils.training import _TupleBatches
+
+    class Indices(torch.utils.data.Dataset):
+        def __getitem__(self, index):
+            return index
+
+    sampler = MultiTaskBatchSampler(LENGTHS, batch_size=64, seed=3)
+    expected = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        expected.append(list(sampler))
+
+    def loader():
+        return prepare_data_loader(DataLoader(Indices(), batch_sampler=_TupleBatches(sampler), collate_fn=list),
+                                   num_processes=1, process_index=0)
+
+    def batches(loader):
+        return [(items[0][0], [row for _, row in items]) for items in loader]
+
+    training_loader = loader()
+    for epoch in range(3):
+        training_loader.set_epoch(epoch)
+        assert batches(training_loader) == expected[epoch]
+    resumed = loader()
+    resumed.set_epoch(2)
+    assert batches(resumed) == expected[2]

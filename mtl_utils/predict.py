@@ -1,0 +1,51 @@
+"""Raw text in, every task's prediction out: split words, tokenise, one backbone pass, decode per task."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .batching import map_in_length_order, select
+from .tokenization import pad_batch, tokenize_words
+
+WORD_PATTERN = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")  # words and single punctuation marks, CoNLL-like
+
+
+def split_words(text: str) -> list[tuple[str, int, int]]:
+    """Words (CoNLL-like: punctuation split off) with their character offsets in `text`."""
+    return [(m.group(), m.start(), m.end()) for m in WORD_PATTERN.finditer(text)]
+
+
+@torch.inference_mode()
+def predict(model, texts: list[str], batch_size: int = 32) -> list[dict]:
+    """Per sentence: {"text", "num_words", "words_seen", task: prediction, ...}.
+
+    A sentence task gives its label and probability, a token task its entity spans, decoded as the
+    strict metric counts them. `words_seen` < `num_words` marks a sentence cut at max_length: its
+    unseen words get no entity.
+    """
+    if isinstance(texts, str):
+        raise TypeError("predict() takes a list of sentences; wrap a single sentence in a list")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    words = [split_words(text) for text in texts]
+    features = tokenize_words(model.encoder.tokenizer, [[w for w, _, _ in ws] for ws in words], model.encoder.max_length)
+    examples = select(features, range(len(texts)), ("labelled_words", "word_starts", "num_words"))
+
+    def run(rows: list[int]) -> list[dict]:
+        batch = pad_batch(select(features, rows, ("input_ids", "attention_mask", "word_shape_ids")),
+                          model.encoder.tokenizer.pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        states = model.token_states(None, batch["input_ids"], batch["attention_mask"])  # once for all heads
+        results = [{"text": texts[i], "num_words": len(words[i]), "words_seen": features["words_kept"][i]} for i in rows]
+        for task, spec in model.tasks.items():
+            head_input = model.head_input(task, states, batch["attention_mask"])
+            logits = spec.task_kind.logits(model.heads[task], head_input, batch).float().cpu()
+            for result, i, row_logits in zip(results, rows, logits):
+                result[task] = spec.task_kind.describe(spec, row_logits, examples[i], words[i], texts[i])
+        return results
+
+    outputs = map_in_length_order([len(ids) for ids in features["input_ids"]], batch_size, run) if texts else []
+    model.train(was_training)
+    return outputs
