@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .backbone import DEFAULT_MODEL, load_backbone
 from .batching import map_in_length_order, select
 from .pooling import check_pooling, normalize, pool
+from .serialization import give_default_mode
 from .tokenization import pad_batch
 
 
@@ -34,6 +35,7 @@ class SentenceEncoder(nn.Module):
         self.normalize = normalize
         self.max_length = max_length
         self.name_or_path = name_or_path
+        self.encode_without_adapters = False  # per-task LoRA adapters: encode() is the pretrained encoder
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = DEFAULT_MODEL, pooling: str = "mean", normalize: bool = True,
@@ -62,7 +64,14 @@ class SentenceEncoder(nn.Module):
         return normalize(vectors) if self.normalize else vectors
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.encode_without_adapters:
+            with self.backbone.disable_adapter():
+                return self.sentence_vectors(self.token_states(input_ids, attention_mask), attention_mask)
         return self.sentence_vectors(self.token_states(input_ids, attention_mask), attention_mask)
+
+    def with_backbone(self, backbone: PreTrainedModel) -> "SentenceEncoder":
+        """The same encoder settings and tokenizer around another backbone (e.g. LoRA merged or removed)."""
+        return SentenceEncoder(backbone, self.tokenizer, self.pooling, self.normalize, self.max_length, self.name_or_path)
 
     def tokenize(self, sentences: list[str]) -> dict[str, list[list[int]]]:
         """Token ids without padding, truncated to max_length (with a warning saying how many were cut)."""
@@ -101,6 +110,7 @@ class SentenceEncoder(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(directory, safe_serialization=True)
+        give_default_mode(*directory.glob("*.safetensors"))  # transformers writes them with safetensors: 0600
         self.tokenizer.save_pretrained(directory)
         modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]

@@ -44,6 +44,9 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
         name, _, argument = part.partition(":")
         if name == "none" and not argument:
             set_trainable(model, True)
+            if getattr(model, "lora", None):  # with LoRA, the base weights never train
+                for parameter_name, parameter in model.encoder.backbone.named_parameters():
+                    parameter.requires_grad_("lora_" in parameter_name)
         elif name == "all" and not argument:
             set_trainable(model, False)
         elif name == "backbone" and not argument:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -10,7 +11,8 @@ from torch import nn
 from .backbone import DEFAULT_MODEL, backbone_layout
 from .encoder import SentenceEncoder
 from .freezing import apply_freezing, lower_layers_without_grad, route_task
-from .pooling import check_pooling
+from .lora import add_lora, adapter_of, base_backbone, check_lora, load_adapters, save_adapters, use_adapter
+from .pooling import check_pooling, pool
 from .predict import predict
 from .serialization import read_model, write_model
 from .tasks import TaskSpec
@@ -28,9 +30,14 @@ class ModelConfig:
     freeze: str = field(default="none", metadata={
         "help": "none, all, backbone, embeddings, bottom:K, head:TASK (comma-separated, applied in order)"})
     route: str = field(default="", metadata={"help": "TASK:K,...: TASK's batches train only the top K layers"})
+    lora: int | None = field(default=None, metadata={"help": "LoRA rank R (unset: no LoRA, the weights themselves train)"})
+    lora_alpha: float = field(default=0.0, metadata={"help": "LoRA scale numerator alpha (0 = 2 x rank)"})
+    lora_targets: str = field(default="attention", metadata={"help": "LoRA on: attention (query, key, value) or all"})
+    lora_per_task: bool = field(default=False, metadata={"help": "one LoRA adapter per task (else one shared)"})
 
     def __post_init__(self) -> None:
         check_pooling(self.pooling)
+        check_lora(self.lora, self.lora_targets)
         if self.max_length < 2 or not 0 <= self.dropout < 1 or self.word_shape_dim < 0:
             raise ValueError(f"model settings out of range: max_length {self.max_length} (>= 2), dropout "
                              f"{self.dropout} (0 <= p < 1), word_shape_dim {self.word_shape_dim} (>= 0)")
@@ -56,6 +63,7 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict()
         self.layer_routing: dict[str, int] = {}  # task -> number of top layers its batches train
         self.freeze = "none"  # every freezing scenario applied so far, in order (apply_freezing records it)
+        self.lora: dict | None = None  # LoRA settings once lora.add_lora has wrapped the backbone
         for spec in tasks:
             self.add_task(spec)
 
@@ -63,7 +71,10 @@ class MultiTaskModel(nn.Module):
     def from_config(cls, config: ModelConfig, tasks: list[TaskSpec]) -> "MultiTaskModel":
         """The pretrained encoder with new heads, frozen and routed as `config` says."""
         encoder = SentenceEncoder.from_pretrained(config.backbone, pooling=config.pooling, max_length=config.max_length)
-        return cls(encoder, tasks, config.dropout, config.word_shape_dim).configure(config)
+        model = cls(encoder, tasks, config.dropout, config.word_shape_dim)
+        if config.lora:
+            add_lora(model, config.lora, config.lora_alpha or None, config.lora_targets, config.lora_per_task)
+        return model.configure(config)
 
     def configure(self, config: ModelConfig) -> "MultiTaskModel":
         apply_freezing(self, config.freeze)
@@ -73,8 +84,10 @@ class MultiTaskModel(nn.Module):
 
     @property
     def config(self) -> ModelConfig:
+        lora = self.lora or {"rank": None, "alpha": 0.0, "targets": "attention", "per_task": False}
         return ModelConfig(self.encoder.name_or_path, self.encoder.pooling, self.encoder.max_length, self.dropout,
-                           self.word_shape_dim, self.freeze, ",".join(f"{t}:{k}" for t, k in self.layer_routing.items()))
+                           self.word_shape_dim, self.freeze, ",".join(f"{t}:{k}" for t, k in self.layer_routing.items()),
+                           lora["rank"], lora["alpha"], lora["targets"], lora["per_task"])
 
     def add_task(self, spec: TaskSpec) -> nn.Module:
         """Adding a task is adding a head; nothing else in the model changes."""
@@ -91,7 +104,11 @@ class MultiTaskModel(nn.Module):
         return self.tasks[task]
 
     def token_states(self, task: str | None, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """One backbone pass; a routed task runs its lower layers without gradients."""
+        """One backbone pass (with the task's LoRA adapter, if any); a routed task runs its lower layers
+        without gradients."""
+        adapter = adapter_of(self, task)
+        if adapter is not None:
+            use_adapter(self.encoder.backbone, adapter)
         top_k = self.layer_routing.get(task) if task is not None else None
         if top_k is None:
             return self.encoder.token_states(input_ids, attention_mask)
@@ -105,13 +122,18 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, task: str, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, head_input: torch.Tensor | None = None,
-                **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+                sentence_vectors: bool = False, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
         """One backbone pass and the task's head; given `head_input` (cached features of a frozen
-        backbone, see feature_cache.py), the head alone. `extra`: inputs a kind's head reads (word shapes)."""
+        backbone, see feature_cache.py), the head alone. `extra`: inputs a kind's head reads (word shapes).
+        `sentence_vectors`: also the pooled sentence vectors of the same pass (for distillation.py)."""
         spec = self._spec(task)
+        out = {}
         if head_input is None:
-            head_input = self.head_input(task, self.token_states(task, input_ids, attention_mask), attention_mask)
-        out = {"logits": spec.task_kind.logits(self.heads[task], head_input, extra)}
+            states = self.token_states(task, input_ids, attention_mask)
+            head_input = self.head_input(task, states, attention_mask)
+            if sentence_vectors:
+                out["sentence_vectors"] = pool(states, attention_mask, self.encoder.pooling)  # not normalised
+        out["logits"] = spec.task_kind.logits(self.heads[task], head_input, extra)
         if labels is not None:
             out["loss"] = spec.task_kind.loss(spec, out["logits"], labels)
         return out
@@ -122,7 +144,11 @@ class MultiTaskModel(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """encoder/ (safetensors, sentence-transformers layout), heads.safetensors and mtl_config.json."""
-        write_model(directory, self.encoder, self.heads.state_dict(), list(self.tasks.values()), asdict(self.config))
+        encoder = self.encoder
+        if self.lora is not None:  # the unchanged base encoder, and the adapters beside it
+            encoder = encoder.with_backbone(base_backbone(encoder.backbone))
+            save_adapters(self.encoder.backbone, Path(directory) / "adapters")
+        write_model(directory, encoder, self.heads.state_dict(), list(self.tasks.values()), asdict(self.config))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, expected_tasks: dict[str, list[str]] | None = None) -> "MultiTaskModel":
@@ -132,4 +158,8 @@ class MultiTaskModel(nn.Module):
         config = ModelConfig(**{**settings, "backbone": str(encoder_dir)})
         model = cls(SentenceEncoder.from_pretrained(str(encoder_dir)), tasks, config.dropout, config.word_shape_dim)
         load_heads(model.heads)
+        if config.lora:
+            load_adapters(model, Path(directory) / "adapters", {"rank": config.lora, "alpha": config.lora_alpha,
+                                                               "targets": config.lora_targets,
+                                                               "per_task": config.lora_per_task})
         return model.configure(config)

@@ -6,6 +6,7 @@ import re
 import torch
 
 from .batching import map_in_length_order, select
+from .lora import adapter_of
 from .tokenization import pad_batch, tokenize_words
 
 WORD_PATTERN = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")  # words and single punctuation marks, CoNLL-like
@@ -37,10 +38,13 @@ def predict(model, texts: list[str], batch_size: int = 32) -> list[dict]:
         batch = pad_batch(select(features, rows, ("input_ids", "attention_mask", "word_shape_ids")),
                           model.encoder.tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
-        states = model.token_states(None, batch["input_ids"], batch["attention_mask"])  # once for all heads
+        states = {}  # one backbone pass for all heads (one per adapter with per-task LoRA adapters)
         results = [{"text": texts[i], "num_words": len(words[i]), "words_seen": features["words_kept"][i]} for i in rows]
         for task, spec in model.tasks.items():
-            head_input = model.head_input(task, states, batch["attention_mask"])
+            adapter = adapter_of(model, task)
+            if adapter not in states:
+                states[adapter] = model.token_states(task, batch["input_ids"], batch["attention_mask"])
+            head_input = model.head_input(task, states[adapter], batch["attention_mask"])
             logits = spec.task_kind.logits(model.heads[task], head_input, batch).float().cpu()
             for result, i, row_logits in zip(results, rows, logits):
                 result[task] = spec.task_kind.describe(spec, row_logits, examples[i], words[i], texts[i])

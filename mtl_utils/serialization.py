@@ -26,12 +26,22 @@ class CheckpointError(ValueError):
     """A saved model that is incomplete, corrupt, or not what the caller expected."""
 
 
+def give_default_mode(*paths: str | os.PathLike) -> None:
+    """Give files the mode any new file gets here (0o666 less the umask): safetensors (0.8 here) writes
+    its files 0600, which other users of a shared folder could not read."""
+    mask = os.umask(0o022)  # the only portable way to read the umask is to set it
+    os.umask(mask)
+    for path in paths:
+        os.chmod(path, 0o666 & ~mask)
+
+
 def write_model(directory: str | os.PathLike, encoder, heads_state: dict[str, torch.Tensor], tasks: list[TaskSpec],
                 settings: dict) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     encoder.save_pretrained(directory / "encoder")
     save_file({k: v.detach().contiguous().cpu() for k, v in heads_state.items()}, directory / HEADS_NAME)
+    give_default_mode(directory / HEADS_NAME)
     settings = {k: v for k, v in settings.items() if k != "backbone"}  # the encoder is saved beside it
     config = {"format_version": FORMAT_VERSION, "tasks": [spec.to_dict() for spec in tasks], "model": settings}
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2))

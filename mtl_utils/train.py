@@ -4,6 +4,7 @@
     python -m mtl_utils.train --max-train-samples 500 --epochs 1 --quiet
     accelerate launch -m mtl_utils.train ...           # several GPUs
     torchrun --nproc_per_node N -m mtl_utils.train ... # N processes (GPUs, or CPUs with gloo)
+    python -m mtl_utils.train --resume runs/default    # after a kill: on from the last checkpoint
 
 Writes <output-dir>/metrics.json (held-out metrics per task), history.json and the saved model
 (with several processes, the main process alone writes them).
@@ -27,7 +28,7 @@ from .freezing import format_report, parameter_report
 from .model import ModelConfig, MultiTaskModel
 from .tasks import BUILTIN_TASKS, get_task
 from .tokenization import tokenize_split
-from .training import TrainConfig, check_trainable, distributed_state, summarize, train
+from .training import NonFiniteLossError, TrainConfig, check_trainable, distributed_state, summarize, train
 
 def parse_caps(text: str | None, tasks: list[str], option: str = "--max-train-samples") -> dict[str, int]:
     """'5000' caps every training task; 'ner=5000,sentiment=20000' caps each one; '' or 'all' caps none.
@@ -59,7 +60,8 @@ def add_settings(parser: argparse.ArgumentParser, settings: type, title: str) ->
         if types[f.name] is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
         else:
-            kind = types[f.name] if types[f.name] in (int, float, str) else str
+            hint = next((t for t in typing.get_args(types[f.name]) if t is not type(None)), types[f.name])
+            kind = hint if hint in (int, float, str) else str
             group.add_argument(flag, type=kind, default=default, help=f.metadata["help"])
 
 
@@ -85,16 +87,32 @@ def settings_from(args: argparse.Namespace, settings: type, **overrides):
     return settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings)} | overrides)
 
 
+# Settings a resumed run may change (`--resume DIR --skip-nonfinite`, after a NaN stopped it): they
+# change how the run survives faults, not what it computes. Every other option comes from args.json.
+RESUME_OVERRIDES = ("skip_nonfinite", "checkpoint_every", "keep_checkpoints", "quiet")
+
+
+def resumed_args(given: argparse.Namespace, saved: dict, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The arguments of a resumed run: those saved in its args.json (the defaults for options added
+    since), with RESUME_OVERRIDES taken from the command line where given there."""
+    defaults = vars(parser.parse_args([]))
+    args = argparse.Namespace(**(defaults | saved))
+    for name in RESUME_OVERRIDES:
+        if getattr(given, name) != defaults[name]:
+            setattr(args, name, getattr(given, name))
+    args.output_dir = args.resume = given.resume
+    return args
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.resume:
         saved = Path(args.resume) / "args.json"
         if not saved.is_file():
             raise FileNotFoundError(f"--resume {args.resume}: {saved.name} not found there; "
                                     "is it the --output-dir of an earlier `python -m mtl_utils.train` run?")
-        resume_dir = args.resume
-        args = argparse.Namespace(**json.loads(saved.read_text()))
-        args.output_dir, args.resume = resume_dir, resume_dir
+        args = resumed_args(args, json.loads(saved.read_text()), parser)
     task_names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     specs = [get_task(name) for name in task_names]
     caps = parse_caps(args.max_train_samples, task_names)
@@ -180,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FileNotFoundError, DataUnavailableError) as err:
-        # Bad input: one clear line, not a traceback through torch.
+    except (ValueError, FileNotFoundError, DataUnavailableError, NonFiniteLossError) as err:
+        # Bad input, a NaN loss, a checkpoint that cannot be written or read (CheckpointError is a
+        # ValueError): one clear line, not a traceback through torch.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,12 +17,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .checkpointing import capture_rng_state, load_training_state, save_training_state
+from .checkpointing import (capture_rng_state, kept_checkpoints, load_training_state, restore_rng_state,
+                            save_training_state)
+from .distillation import check_distillation, embedding_distance, teacher_vectors
 from .evaluation import evaluate_task, stsb_spearman
 from .feature_cache import CachedExamples, backbone_is_frozen, cache_head_inputs
 from .llrd import check_decay, llrd_parameter_groups
 from .model import MultiTaskModel
 from .sampling import MultiTaskBatchSampler, check_strategy
+from .serialization import CheckpointError
 
 
 def setting(default, help: str, **extra):
@@ -51,13 +55,33 @@ class TrainConfig:
     eval_batch_size: int = setting(128, "sentences per evaluation batch")
     evaluate_every_epoch: bool = setting(True, "evaluate after every epoch (else only after the last)")
     cache_frozen_backbone: bool = setting(True, "frozen backbone: encode the training set once (feature_cache.py)")
+    # A kill should cost the default run (3 epochs of ~1,140 steps) at most ~2 minutes of work. Its
+    # steps take 0.32 s here (results/default/history.json: 3,423 steps in 1,086 s) and up to ~0.95 s on
+    # a slower or busy machine: 120 s / 0.95 s = ~126 steps. Every 100 steps loses <= 32-95 s. A
+    # checkpoint (MiniLM's weights + AdamW moments, ~260 MB) takes 0.2-1 s: 34 in the run, ~1-3% of it.
+    checkpoint_every: int = setting(100, "with an output dir: also checkpoint every N steps inside an epoch "
+                                         "(0 = only after each epoch)")
+    keep_checkpoints: int = setting(1, "checkpoints kept in <output-dir>/checkpoint (the latest K)")
+    skip_nonfinite: bool = setting(False, "skip a batch whose loss is NaN or infinite (no optimizer step; counted "
+                                          "in history['skipped_nonfinite']) instead of stopping")
+    keep_embeddings: float = setting(0.0, "distillation weight lambda: pull every training sentence's pooled "
+                                          "vector towards the one the encoder gave before training (0 = off)")
+    keep_distance: str = setting("cosine", "distillation distance: cosine (1 - cos) or mse")
     quiet: bool = setting(False, "no progress bars")
 
     def __post_init__(self) -> None:
         check_decay(self.llrd_decay)
         check_strategy(self.sampler, self.temperature)
+        check_distillation(self.keep_embeddings, self.keep_distance)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch size must be positive, got {self.epochs} and {self.batch_size}")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            raise ValueError(f"checkpoint every {self.checkpoint_every} steps (>= 0, 0 = at epoch ends only) and "
+                             f"keep {self.keep_checkpoints} checkpoints (>= 1): out of range")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN or infinite loss: training stopped before that step, so the last checkpoint is a good one."""
 
 
 class TaskExamples(torch.utils.data.Dataset):
@@ -84,8 +108,10 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
     a step's "lr" is that of the last parameter group (the last head); the others follow the same schedule.
     A frozen backbone runs in eval mode (no dropout) and, with `config.cache_frozen_backbone`, once:
     its features are cached before the first epoch (history["cache_seconds"]) and the heads train on them.
-    With an output_dir, the full training state is checkpointed after each epoch; `resume=True`
-    continues from the last complete checkpoint there, as if the run had never stopped.
+    With an output_dir, the full training state is checkpointed every `config.checkpoint_every` steps
+    and after each epoch; `resume=True` continues from the last complete checkpoint there (inside an
+    epoch: with its next batch), as if the run had never stopped. A NaN or infinite loss raises
+    NonFiniteLossError before that step (naming step, task and batch), unless `config.skip_nonfinite`.
     Several processes (torchrun, accelerate launch): each trains on its share of every epoch's batches
     (DDP); the main process alone evaluates, on the whole held-out sets, and writes files; every
     process returns the same history.
@@ -126,27 +152,55 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         cache_seconds = time.perf_counter() - start
     else:
         dataset, cache_seconds = TaskExamples(train_features, batch_keys), 0.0
+    teachers = None
+    if config.keep_embeddings:  # distillation.py: the encoder's vectors now, once, before any step
+        if frozen_backbone:
+            raise ValueError("keep_embeddings: the encoder is frozen, so its vectors cannot drift; set it to 0")
+        with accelerator.autocast():
+            teachers = {task: teacher_vectors(accelerator.unwrap_model(model), f, config.eval_batch_size)
+                        for task, f in train_features.items()}
 
-    def collate(items: list[tuple[str, dict]]) -> tuple[str, dict]:
-        task, examples = items[0][0], [example for _, example in items]
-        return task, kinds[task].collate_cached(examples) if use_cache else kinds[task].collate(examples, pad_id)
+    def collate(items: list[tuple[int, tuple[str, dict]]]) -> tuple[str, dict, list[int]]:
+        task, examples = items[0][1][0], [example for _, (_, example) in items]
+        batch = kinds[task].collate_cached(examples) if use_cache else kinds[task].collate(examples, pad_id)
+        if teachers is not None:
+            batch["teacher"] = teachers[task][[row for row, _ in items]]
+        return task, batch, [row for row, _ in items]  # the rows: to name a batch whose loss is not finite
 
     # With several processes, Accelerate shards the batches: process i gets batches i, i + n, ... of
     # the sampler's epoch (the same schedule in every process, from the same seed), and every process
     # gets as many batches (the last ones repeated from the start if needed), so none waits forever.
-    loader = accelerator.prepare(DataLoader(dataset, batch_sampler=_TupleBatches(sampler), collate_fn=collate))
+    loader = accelerator.prepare(DataLoader(_WithRows(dataset), batch_sampler=_TupleBatches(sampler), collate_fn=collate))
     task_names = list(train_features)
 
     history = {"config": asdict(config), "cached_features": use_cache, "cache_seconds": cache_seconds,
-               "steps": [], "epochs": []}
+               "steps": [], "epochs": [], "skipped_nonfinite": []}
     checkpoint_dir = Path(output_dir) / "checkpoint" if output_dir is not None else None
-    step, first_epoch = 0, 0
+    step, first_epoch, within_epoch = 0, 0, None
     if resume:
         if checkpoint_dir is None:
             raise ValueError("resume=True needs the output_dir of the interrupted run")
         restored = load_training_state(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler,
                                        process_index=accelerator.process_index)
         step, first_epoch, history = restored["step"], restored["epoch"], restored["history"]
+        within_epoch = restored["within_epoch"]  # None: written at the end of an epoch
+
+    def write_checkpoint(epochs_done: int, within: dict | None) -> None:
+        # Every process's random state (each one's dropout has drawn differently), gathered; the main
+        # process alone writes, then tells every process whether it could: a failed write (a full disk)
+        # stops them all, and none goes on before the checkpoint is on disk.
+        rng_states = gather_object([capture_rng_state()])
+        error = None
+        if accelerator.is_main_process:
+            try:
+                save_training_state(checkpoint_dir, epochs_done, step, accelerator.unwrap_model(model), optimizer,
+                                    scheduler, history, rng_states, within_epoch=within, keep=config.keep_checkpoints)
+            except CheckpointError as err:
+                error = str(err)
+        error = broadcast_object_list([error])[0]
+        if error is not None:
+            raise CheckpointError(error)
+
     progress = tqdm(total=config.epochs * len(loader), initial=step, desc="train",
                     disable=config.quiet or not accelerator.is_main_process)
     for epoch in range(first_epoch, config.epochs):
@@ -156,19 +210,44 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         model.train()
         if frozen_backbone:
             accelerator.unwrap_model(model).encoder.eval()  # no dropout: the same features every epoch
-        start, sentences = time.perf_counter(), 0
-        for task, batch in loader:
-            out = model(task, **batch)
-            accelerator.backward(out["loss"])
-            if config.max_grad_norm:
-                accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
+        start, sentences, epoch_step = time.perf_counter(), 0, 0
+        batches = iter(loader)
+        if within_epoch is not None:  # resumed inside this epoch: its first batches are done
+            epoch_step = _skip_done_batches(batches, within_epoch, accelerator.num_processes)
+            sentences, start = within_epoch["sentences"], start - within_epoch["seconds"]
+            within_epoch = None
+        for task, batch, rows in batches:
+            teacher = batch.pop("teacher", None)
+            out = model(task, **batch, sentence_vectors=teacher is not None)
+            objective = out["loss"]
+            if teacher is not None:  # stay near the encoder's starting sentence vectors (distillation.py)
+                out["keep"] = embedding_distance(out["sentence_vectors"], teacher, config.keep_distance)
+                objective = objective + config.keep_embeddings * out["keep"]
+            finite = _finite_everywhere(objective, accelerator)
+            if finite:
+                accelerator.backward(objective)
+                if config.max_grad_norm:
+                    accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)  # None, not 0: AdamW then skips parameters a batch did not reach
 
             step += 1
+            epoch_step += 1
+            if not finite:  # stop before the step (the last checkpoint stays the last good one), or skip it
+                reports = _nonfinite_reports(step, epoch + 1, task, rows, objective, train_features,
+                                             accelerator.unwrap_model(model).encoder.tokenizer, accelerator)
+                if not config.skip_nonfinite:
+                    raise NonFiniteLossError(_nonfinite_message(reports, checkpoint_dir))
+                history.setdefault("skipped_nonfinite", []).extend(reports)
+                if accelerator.is_main_process:
+                    progress.write("skipped: " + "; ".join(_describe_nonfinite(r) for r in reports))
+                progress.update(1)
+                continue
             loss, n_sentences = out["loss"].item(), batch["labels"].shape[0]
             entry = {"step": step, "epoch": epoch + 1, "task": task, "loss": loss, "lr": scheduler.get_last_lr()[-1]}
+            if "keep" in out:
+                entry["keep"] = out["keep"].item()  # "loss" is the task's loss alone
             if accelerator.num_processes > 1:
                 # "task" and "loss" are this process's batch; every process's, main first, go in "tasks"
                 # and "losses" (a step may mix tasks), and the throughput counts all of them.
@@ -182,6 +261,10 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
             history["steps"].append(entry)
             progress.update(1)
             progress.set_postfix(task=task, loss=f"{loss:.3f}")
+            if (checkpoint_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0
+                    and epoch_step < len(loader)):  # at the epoch's end: the checkpoint after evaluation
+                write_checkpoint(epoch, {"epoch_step": epoch_step, "processes": accelerator.num_processes,
+                                         "sentences": sentences, "seconds": time.perf_counter() - start})
         train_seconds = time.perf_counter() - start
 
         unwrapped = accelerator.unwrap_model(model)
@@ -200,19 +283,74 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         if not config.quiet and accelerator.is_main_process:
             progress.write(f"epoch {epoch + 1}: {summarize(record, unwrapped.tasks)}")
         if checkpoint_dir is not None:
-            # Every process's random state (each one's dropout has drawn differently), gathered; the
-            # main process alone writes, and no process starts the next epoch before it is on disk.
-            rng_states = gather_object([capture_rng_state()])
-            if accelerator.is_main_process:
-                save_training_state(checkpoint_dir, epoch + 1, step, unwrapped, optimizer, scheduler, history,
-                                    rng_states)
-            accelerator.wait_for_everyone()
+            write_checkpoint(epoch + 1, None)
     progress.close()
     if output_dir is not None and accelerator.is_main_process:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         (Path(output_dir) / "history.json").write_text(json.dumps(history, indent=1))
     accelerator.wait_for_everyone()
     return history
+
+
+def _skip_done_batches(batches, within_epoch: dict, processes: int) -> int:
+    """Resuming inside an epoch: take from `batches` (a fresh iterator over the epoch's loader) the
+    batches this process had trained on; returns how many. The sampler's order depends on the seed and
+    the epoch alone, so the epoch replays the same batches and goes on with the next one.
+
+    Starting the iterator draws from torch's generator (the DataLoader's seed for its workers), as the
+    epoch's start did before the checkpoint, whose random state is therefore set again afterwards:
+    dropout then draws as in a run that was never interrupted.
+    """
+    done = within_epoch["epoch_step"]
+    if within_epoch["processes"] != processes:  # each process skipped its share of the batches done then
+        done = done * within_epoch["processes"] // processes
+        warnings.warn(f"resuming inside an epoch with {processes} processes instead of {within_epoch['processes']}: "
+                      "the rest of the epoch is split differently (some batches may be seen twice)", stacklevel=3)
+    restored = capture_rng_state()
+    for _ in range(done):
+        next(batches)
+    restore_rng_state(restored)
+    return done
+
+
+def _finite_everywhere(loss: torch.Tensor, accelerator: Accelerator) -> bool:
+    """Whether the loss is finite in every process. With several, they agree (an all-reduce of a flag),
+    so that all skip the step or all stop: a process that skipped its backward alone would leave the
+    others waiting in the gradient all-reduce."""
+    bad = (~torch.isfinite(loss.detach())).any().to(torch.float32).reshape(1)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    return not bad.item()
+
+
+def _nonfinite_reports(step: int, epoch: int, task: str, rows: list[int], loss: torch.Tensor,
+                       train_features: dict[str, dict[str, list]], tokenizer, accelerator: Accelerator) -> list[dict]:
+    """What each process whose loss is not finite ran: step, task, training rows and the first sentence."""
+    mine = None
+    if not torch.isfinite(loss.detach()).all():
+        first = tokenizer.decode(train_features[task]["input_ids"][rows[0]], skip_special_tokens=True)
+        mine = {"step": step, "epoch": epoch, "task": task, "loss": str(loss.item()), "rows": [int(r) for r in rows],
+                "first_sentence": first[:80], "process": accelerator.process_index}
+    everyone = gather_object([mine]) if accelerator.num_processes > 1 else [mine]
+    return [report for report in everyone if report is not None]
+
+
+def _describe_nonfinite(report: dict) -> str:
+    rows = report["rows"]
+    shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
+    where = f"process {report['process']}, " if report.get("process") else ""
+    return (f"{where}step {report['step']} (epoch {report['epoch']}), task {report['task']!r}: loss {report['loss']} on "
+            f"training rows [{shown}] (first sentence {report['first_sentence']!r})")
+
+
+def _nonfinite_message(reports: list[dict], checkpoint_dir: Path | None) -> str:
+    if checkpoint_dir is None:
+        saved = "no output_dir, so no checkpoint"
+    else:
+        kept = kept_checkpoints(checkpoint_dir)
+        saved = f"the last checkpoint, {checkpoint_dir / kept[-1]}, is intact" if kept else "no checkpoint written yet"
+    return (f"non-finite loss at {'; '.join(map(_describe_nonfinite, reports))}. Training stopped before this step; "
+            f"{saved}. --skip-nonfinite (TrainConfig.skip_nonfinite) skips such batches")
 
 
 def cpu_processes() -> bool:
@@ -258,6 +396,19 @@ def make_adamw(groups: list[dict], lr: float) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=lr)
+
+
+class _WithRows(torch.utils.data.Dataset):
+    """A (task, row)-indexed dataset whose items also carry their row: (row, (task, example))."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: tuple[str, int]) -> tuple[int, tuple[str, dict]]:
+        return index[1], self.dataset[index]
 
 
 class _TupleBatches:

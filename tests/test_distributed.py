@@ -1,10 +1,11 @@
 """Several processes (DDP): two CPU processes under torchrun (gloo), on a small sample of the real data.
 
 Two launches, about 30 s each here (most of it starting Python with torch and transformers):
-  1. tests/distributed_run.py: the default (proportional) sampler, 2 epochs, keeping a copy of its
-     epoch-1 checkpoint; then, in the same processes, a round_robin run (every step: one process on
-     NER, the other on sentiment, routed to the top 2 layers);
-  2. `python -m mtl_utils.train --resume` from that copy, which must end exactly where the
+  1. tests/distributed_run.py: the default (proportional) sampler, 2 epochs, a checkpoint every 3
+     steps, keeping a copy of its epoch-1 checkpoint and of its step-3 one (inside epoch 1); then, in
+     the same processes, a round_robin run (every step: one process on NER, the other on sentiment,
+     routed to the top 2 layers), and a run with --skip-nonfinite where process 1 alone gets a NaN loss;
+  2. `python -m mtl_utils.train --resume` from each copy, which must end exactly where the
      uninterrupted run did. On gloo with two processes it does, bit for bit: every process restores
      its own random state, and a sum of two gradients does not depend on the order of the reduction.
 """
@@ -62,15 +63,20 @@ def assert_written_once(stdout: str, out, epochs: int = 2) -> None:
 def runs(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     data = ["--data-dir", str(shared_data)]
-    first = launch(["tests/distributed_run.py", *data, *SAMPLE, "--output-dir", str(root / "proportional"),
+    first = launch(["tests/distributed_run.py", *data, *SAMPLE, "--checkpoint-every", "3",
+                    "--output-dir", str(root / "proportional"),
                     "--next", *data, *SAMPLE, "--epochs", "1", "--sampler", "round_robin", "--route", "sentiment:2",
-                    "--output-dir", str(root / "round_robin")], MTL_TEST_CHECKPOINT_COPY=str(root / "epoch-1"))
-    assert first.stdout.count("training examples") == 4, first.stdout  # 2 tasks x 2 runs, printed by one process
-    resumed = root / "resumed"  # the proportional run as it was after epoch 1
-    resumed.mkdir()
-    shutil.copy(root / "proportional" / "args.json", resumed)
-    shutil.copytree(root / "epoch-1", resumed / "checkpoint")
-    resume = launch(["-m", "mtl_utils.train", "--resume", str(resumed)])
+                    "--output-dir", str(root / "round_robin"),
+                    "--next", *data, *SAMPLE, "--epochs", "1", "--skip-nonfinite", "--output-dir", str(root / "nan")],
+                   MTL_TEST_CHECKPOINT_COPY=str(root / "epoch-1"), MTL_TEST_MIDEPOCH_COPY=str(root / "step-3"),
+                   MTL_TEST_NAN="2:1:2")  # run 2, process 1, its 2nd step
+    assert first.stdout.count("training examples") == 6, first.stdout  # 2 tasks x 3 runs, printed by one process
+    for name, copy in (("resumed", "epoch-1"), ("resumed-mid-epoch", "step-3")):  # the proportional run then
+        (root / name).mkdir()
+        shutil.copy(root / "proportional" / "args.json", root / name)
+        shutil.copytree(root / copy, root / name / "checkpoint")
+    resume = launch(["tests/distributed_run.py", "--resume", str(root / "resumed"),
+                     "--next", "--resume", str(root / "resumed-mid-epoch")])
     return {"root": root, "first": first.stdout, "resume": resume.stdout}
 
 
@@ -107,8 +113,13 @@ def test_round_robin_runs_different_tasks_in_the_same_step(runs):
     assert MultiTaskModel.from_pretrained(out / "model").layer_routing == {"sentiment": 2}
 
 
-def test_resume_from_epoch_1_ends_where_the_uninterrupted_run_did(runs):
-    full, resumed = runs["root"] / "proportional", runs["root"] / "resumed"
+@pytest.mark.parametrize("copy", ["resumed", "resumed-mid-epoch"])
+def test_resume_from_epoch_1_ends_where_the_uninterrupted_run_did(runs, copy):
+    """From the end of epoch 1, and from step 3 of 4 in epoch 1: each process skips the batches it had
+    trained on, and goes on with its next one and its own random state (dropout)."""
+    full, resumed = runs["root"] / "proportional", runs["root"] / copy
+    source = {"resumed": "epoch-1", "resumed-mid-epoch": "step-3"}[copy]  # the copy, and the checkpoint in it
+    assert json.loads((runs["root"] / source / "latest.json").read_text())["path"] == source
     assert_written_once(runs["resume"], resumed)
     assert load(resumed, "metrics.json")["tasks"] == load(full, "metrics.json")["tasks"]
     steps = load(resumed, "history.json")["steps"]
@@ -117,6 +128,17 @@ def test_resume_from_epoch_1_ends_where_the_uninterrupted_run_did(runs):
     for name in ("heads.safetensors", "encoder/model.safetensors"):
         a, b = load_file(full / "model" / name), load_file(resumed / "model" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_nan_loss_in_one_process_is_skipped_by_both(runs):
+    """Process 1 alone gets a NaN loss at its 2nd step: both skip that step (no deadlock in the gradient
+    all-reduce), and it is counted once, with process 1's batch."""
+    history = load(runs["root"] / "nan", "history.json")
+    [skipped] = history["skipped_nonfinite"]
+    assert (skipped["step"], skipped["process"], skipped["loss"], len(skipped["rows"])) == (2, 1, "nan", 8)
+    assert [s["step"] for s in history["steps"]] == [1, 3, 4]
+    weights = load_file(runs["root"] / "nan" / "model" / "heads.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
 
 
 @pytest.mark.parametrize("strategy", ["proportional", "round_robin"])

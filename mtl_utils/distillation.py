@@ -1,0 +1,56 @@
+"""Keep the encoder's general knowledge: distil the encoder's own starting sentence vectors while it learns.
+
+Learning without forgetting (Li & Hoiem 2016), applied to a sentence encoder: on every training
+batch, whatever its task, the pooled sentence vector the encoder now gives is pulled towards the one
+it gave before training,
+
+    loss = task loss + lambda * distance(pool(student states), pool(teacher states))
+
+The teacher is the encoder as `train()` receives it (the pretrained one, for a fresh model). Its
+vectors are computed once, before the first step, for every training sentence: no second backbone
+runs during training, and the student's vectors come from the pass that feeds the heads.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .batching import map_in_length_order, select
+from .pooling import pool
+from .tokenization import pad_batch
+
+DISTANCES = ("cosine", "mse")
+
+
+def check_distillation(weight: float, distance: str) -> None:
+    if not weight >= 0:
+        raise ValueError(f"keep-embeddings weight (lambda) must be >= 0, got {weight}")
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown distillation distance {distance!r}; choose one of {', '.join(DISTANCES)}")
+
+
+@torch.no_grad()
+def teacher_vectors(model, features: dict[str, list], batch_size: int = 128) -> torch.Tensor:
+    """(examples, hidden): the encoder's pooled vector of every example, now, without dropout."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+
+    def run(rows: list[int]) -> torch.Tensor:
+        batch = pad_batch(select(features, rows, ("input_ids", "attention_mask")), model.encoder.tokenizer.pad_token_id)
+        mask = batch["attention_mask"].to(device)
+        states = model.token_states(None, batch["input_ids"].to(device), mask)
+        return pool(states, mask, model.encoder.pooling).float().cpu()
+
+    vectors = torch.stack(map_in_length_order([len(ids) for ids in features["input_ids"]], batch_size, run))
+    model.train(was_training)
+    return vectors
+
+
+def embedding_distance(student: torch.Tensor, teacher: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
+    """Mean over the batch: 1 - cosine (direction only, what similarity search uses), or the mean
+    squared difference per dimension (direction and length)."""
+    student, teacher = student.float(), teacher.to(student.device).float()
+    if distance == "cosine":
+        return (1 - F.cosine_similarity(student, teacher, dim=-1)).mean()
+    return F.mse_loss(student, teacher)
