@@ -13,6 +13,8 @@ Saved as the unchanged base encoder plus peft's adapter folders (safetensors + J
 from __future__ import annotations
 
 import copy
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch import nn
@@ -32,6 +34,14 @@ def _peft():
     return peft
 
 
+@contextmanager
+def _quiet_peft():
+    """peft (0.21) asks transformers (5.x) a deprecated question on wrapping; not the user's concern."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def check_lora(rank: int | None, targets: str) -> None:
     if rank is not None and rank < 1:
         raise ValueError(f"LoRA rank must be a positive integer, got {rank}")
@@ -48,9 +58,10 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: s
     config = peft.LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=TARGETS[targets],
                              lora_dropout=dropout, bias="none")
     names = list(model.tasks) if per_task else [SHARED]
-    backbone = peft.get_peft_model(model.encoder.backbone, config, adapter_name=names[0])
-    for name in names[1:]:
-        backbone.add_adapter(name, config)
+    with _quiet_peft():
+        backbone = peft.get_peft_model(model.encoder.backbone, config, adapter_name=names[0])
+        for name in names[1:]:
+            backbone.add_adapter(name, config)
     _all_adapters_trainable(backbone)
     model.encoder.backbone = backbone
     model.encoder.encode_without_adapters = per_task  # per task: encode() is the pretrained encoder
@@ -95,10 +106,11 @@ def load_adapters(model: nn.Module, directory: Path, lora: dict) -> None:
     """Put the saved adapters on a model built from the saved base encoder."""
     peft = _peft()
     names = list(model.tasks) if lora["per_task"] else [SHARED]
-    backbone = peft.PeftModel.from_pretrained(model.encoder.backbone, directory / names[0], adapter_name=names[0],
-                                              is_trainable=True)
-    for name in names[1:]:
-        backbone.load_adapter(directory / name, adapter_name=name, is_trainable=True)
+    with _quiet_peft():
+        backbone = peft.PeftModel.from_pretrained(model.encoder.backbone, directory / names[0],
+                                                  adapter_name=names[0], is_trainable=True)
+        for name in names[1:]:
+            backbone.load_adapter(directory / name, adapter_name=name, is_trainable=True)
     _all_adapters_trainable(backbone)
     model.encoder.backbone = backbone
     model.encoder.encode_without_adapters = lora["per_task"]
