@@ -1,9 +1,12 @@
-"""Copy the repository URL from _config.yml (repository.url, the one place it is set) into the notebooks.
+"""Copy the repository URL and branch from _config.yml (repository.url and .branch,
+the one place they are set) into the notebooks.
 
-The Colab badge (first markdown cell) and the install cell (first code cell) of each notebook need the
-URL in their own text, because Colab opens a notebook without the rest of the repository. Run this after
-changing repository.url or repository.branch; notebooks/test_committed_notebooks.py checks they agree.
-Only those two cells are rewritten; outputs and execution counts are kept.
+The Colab badge (first markdown cell) and the install cell (first code cell) of each
+notebook need them in their own text, because Colab opens a notebook without the rest
+of the repository: the install cell pip-installs `mtl_utils @ git+{REPO_URL}@{BRANCH}`,
+the configured branch, not the default one. Run this after changing repository.url or
+repository.branch; notebooks/test_committed_notebooks.py checks they agree. Only those
+two cells are rewritten; outputs and execution counts are kept.
 
     python book/sync_repository_url.py
 """
@@ -14,6 +17,37 @@ import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# The comment above REPO_URL in each install cell.
+NOTE = ("# Set in _config.yml (repository.url, .branch), copied by "
+        "book/sync_repository_url.py")
+# The REPO_URL line (a comment line naming this script above it, or a comment after it)
+# and the BRANCH line.
+REPOSITORY_LINES = re.compile(r'^(?:# [^\n]*sync_repository_url\.py[^\n]*\n)?'
+                              r'REPO_URL = "[^"]*"[^\n]*\n'
+                              r'(?:BRANCH = "[^"]*"[^\n]*\n)?', re.MULTILINE)
+INSTALL_CALL = re.compile(r'^( *)subprocess\.run\(\[sys\.executable, "-m", "pip", '
+                          r'"install".*?check=True\)', re.MULTILINE | re.DOTALL)
+BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+")
+
+
+def synced_setup(source: str, url: str, branch: str) -> str:
+    """The install cell with REPO_URL and BRANCH set: it installs that branch."""
+    lines = f'{NOTE}\nREPO_URL = "{url}"\nBRANCH = "{branch}"\n'
+    source, found = REPOSITORY_LINES.subn(lambda _: lines, source, count=1)
+    if not found:
+        raise ValueError("the install cell has no REPO_URL line")
+
+    def install(match: re.Match) -> str:
+        pad = match.group(1)
+        return (f'{pad}subprocess.run([sys.executable, "-m", "pip", "install", "-q",\n'
+                f'{pad}                f"mtl_utils @ git+{{REPO_URL}}@{{BRANCH}}", '
+                f'"sentence-transformers"],\n'
+                f'{pad}               check=True)')
+
+    source, found = INSTALL_CALL.subn(install, source, count=1)
+    if not found:
+        raise ValueError("the install cell has no pip install call")
+    return source
 
 
 def main() -> None:
@@ -24,11 +58,11 @@ def main() -> None:
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         markdown = next(c for c in nb.cells if c.cell_type == "markdown")
-        markdown.source = re.sub(r"https://colab\.research\.google\.com/github/[^)\s]+",
-                                 f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/notebooks/{path.name}",
-                                 markdown.source)
+        badge = (f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}"
+                 f"/notebooks/{path.name}")
+        markdown.source = BADGE.sub(badge, markdown.source)
         setup = next(c for c in nb.cells if c.cell_type == "code")
-        setup.source = re.sub(r'REPO_URL = "[^"]*"', f'REPO_URL = "{url}"', setup.source)
+        setup.source = synced_setup(setup.source, url, branch)
         nbformat.write(nb, path)
         print(f"{path.relative_to(ROOT)}: {url} ({branch})")
 

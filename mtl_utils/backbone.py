@@ -11,6 +11,7 @@ loaded with a prefix space: every word, the first included, is encoded as it is 
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,9 +64,18 @@ def splits_words_consistently(tokenizer: PreTrainedTokenizerBase, word: str = "w
     return [i for i, w in zip(ids, word_ids) if w == 0] == [i for i, w in zip(ids, word_ids) if w == 1]
 
 
+def _auto_tokenizer(path: str, **kwargs) -> PreTrainedTokenizerBase:
+    """AutoTokenizer.from_pretrained, fast, without remote code, and without the FutureWarning that
+    transformers 4.45 prints when the tokenizer's config does not set `clean_up_tokenization_spaces`
+    (its default, used only by `decode`, is left as it is)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`clean_up_tokenization_spaces` was not set", category=FutureWarning)
+        return AutoTokenizer.from_pretrained(path, use_fast=True, trust_remote_code=False, **kwargs)
+
+
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """A fast tokenizer; byte-level BPE ones with `add_prefix_space`, checked by encoding pre-split words."""
-    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True, trust_remote_code=False)
+    tokenizer = _auto_tokenizer(path)
     if not tokenizer.is_fast:
         raise ValueError(f"{path}: a fast tokenizer is needed (word_ids() aligns labels to subwords)")
     byte_level = _leading_byte_level(tokenizer)
@@ -73,7 +83,7 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
         return tokenizer  # WordPiece, SentencePiece, or byte-level already prefixing: as published
     # The class's own rebuild (RoBERTa, GPT-2) also sets its post-processor and saves the flag in
     # tokenizer_config.json; a generic fast tokenizer only records the flag, so set it on the backend too.
-    tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True, trust_remote_code=False, add_prefix_space=True)
+    tokenizer = _auto_tokenizer(path, add_prefix_space=True)
     byte_level = _leading_byte_level(tokenizer)
     if byte_level is not None and not byte_level.add_prefix_space:
         byte_level.add_prefix_space = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict
+from datasets import ClassLabel, Dataset, DatasetDict
 
 CONLL_NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 SST2_LABELS = ["negative", "positive"]
@@ -217,13 +217,40 @@ def _from_hub(dataset: str, **kwargs) -> DatasetDict | Dataset:
         ) from err
 
 
-def _names_from_hub(split: Dataset, column: str, expected: list[str]) -> list[str]:
-    """The Hub's label names for `column`, checked against the order this package uses."""
+def _check_hub_columns(hub: dict[str, Dataset], dataset: str, splits: tuple[str, ...], columns: tuple[str, ...]) -> None:
+    """The Hub copy of `dataset` has these splits, each with these columns; else a DataFormatError naming them."""
+    hub_id = HUB_IDS[dataset]
+    for split in splits:
+        if split not in hub:
+            raise DataFormatError(f"{hub_id}: no split {split!r} (found {list(hub)})")
+        missing = [column for column in columns if column not in hub[split].column_names]
+        if missing:
+            raise DataFormatError(f"{hub_id}, split {split!r}: no column {missing[0]!r} (found {hub[split].column_names})")
+
+
+def _names_from_hub(split: Dataset, dataset: str, column: str, expected: list[str]) -> list[str]:
+    """The Hub's label names for `column` (a ClassLabel, or a sequence of them), in the Hub's order:
+    ids are read by name, so another order is fine, but not another label set or ids without names."""
+    hub_id = HUB_IDS[dataset]
     feature = split.features[column]
-    names = list(getattr(feature, "feature", feature).names)
+    feature = getattr(feature, "feature", feature)  # Sequence(ClassLabel) -> ClassLabel
+    if not isinstance(feature, ClassLabel):
+        kind = getattr(feature, "dtype", type(feature).__name__)
+        raise DataFormatError(f"{hub_id}: column {column!r} holds plain {kind} values, not label names (a ClassLabel), "
+                              f"so its ids cannot be mapped to the labels {expected}")
+    names = list(feature.names)
     if sorted(names) != sorted(expected):
-        raise DataFormatError(f"Hub column {column!r} has labels {names}, expected {expected}")
+        raise DataFormatError(f"{hub_id}: column {column!r} has labels {names}, expected {expected}")
     return names
+
+
+def _decode_hub_ids(ids: list[int], names: list[str], dataset: str, split: str, column: str) -> list[str]:
+    """Label ids -> names; an id outside the names (e.g. -1, an unlabeled row) is a DataFormatError."""
+    outside = sorted({i for i in ids if not 0 <= i < len(names)})
+    if outside:
+        raise DataFormatError(f"{HUB_IDS[dataset]}, split {split!r}: column {column!r} has ids {outside[:5]} "
+                              f"outside 0..{len(names) - 1} ({names})")
+    return [names[i] for i in ids]
 
 
 def load_conll2003(data_dir: str | os.PathLike | None = None) -> DatasetDict:
@@ -233,11 +260,14 @@ def load_conll2003(data_dir: str | os.PathLike | None = None) -> DatasetDict:
         return DatasetDict({split: Dataset.from_dict(read_conll(root / "conll2003" / f"{split}.txt"))
                             for split in ("train", "validation", "test")})
     hub = _from_hub("conll2003")
-    names = _names_from_hub(hub["train"], "ner_tags", CONLL_NER_LABELS)
+    splits = ("train", "validation", "test")
+    _check_hub_columns(hub, "conll2003", splits, ("tokens", "ner_tags"))
+    names = _names_from_hub(hub["train"], "conll2003", "ner_tags", CONLL_NER_LABELS)
     return DatasetDict({
         split: Dataset.from_dict({"tokens": hub[split]["tokens"],
-                                  "tags": [[names[t] for t in seq] for seq in hub[split]["ner_tags"]]})
-        for split in ("train", "validation", "test")
+                                  "tags": [_decode_hub_ids(seq, names, "conll2003", split, "ner_tags")
+                                           for seq in hub[split]["ner_tags"]]})
+        for split in splits
     })
 
 
@@ -248,11 +278,13 @@ def load_sst2(data_dir: str | os.PathLike | None = None) -> DatasetDict:
         return DatasetDict({split: Dataset.from_dict(read_sst2_tsv(root / "sst2" / f"{split}.tsv"))
                             for split in ("train", "validation")})
     hub = _from_hub("sst2")
-    names = _names_from_hub(hub["train"], "label", SST2_LABELS)
+    splits = ("train", "validation")
+    _check_hub_columns(hub, "sst2", splits, ("sentence", "label"))
+    names = _names_from_hub(hub["train"], "sst2", "label", SST2_LABELS)
     return DatasetDict({
         split: Dataset.from_dict({"text": [s.strip() for s in hub[split]["sentence"]],
-                                  "label": [names[i] for i in hub[split]["label"]]})
-        for split in ("train", "validation")
+                                  "label": _decode_hub_ids(hub[split]["label"], names, "sst2", split, "label")})
+        for split in splits
     })
 
 
@@ -261,7 +293,9 @@ def load_stsb_validation(data_dir: str | os.PathLike | None = None) -> Dataset:
     root = resolve_data_dir(data_dir)
     if root is not None:
         return Dataset.from_dict(read_stsb_tsv(root / "stsb" / "validation.tsv"))
-    return _from_hub("stsb", split="validation")
+    pairs = _from_hub("stsb", split="validation")
+    _check_hub_columns({"validation": pairs}, "stsb", ("validation",), ("sentence1", "sentence2", "score"))
+    return pairs
 
 
 def load_snips_intent(data_dir: str | os.PathLike | None = None) -> DatasetDict:

@@ -104,6 +104,16 @@ def resumed_args(given: argparse.Namespace, saved: dict, parser: argparse.Argume
     return args
 
 
+def quiet_libraries() -> None:
+    """No progress bars from transformers (loading, saving weights) or datasets: a run shows one bar,
+    training's own (none with --quiet)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -136,11 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         if not args.resume:
             (out / "args.json").write_text(json.dumps(vars(args), indent=2))
-    if args.quiet:
-        import datasets
-        import transformers
-        datasets.disable_progress_bars()
-        transformers.utils.logging.disable_progress_bar()
+    quiet_libraries()
     started = time.perf_counter()
 
     model = MultiTaskModel.from_config(model_config, specs)

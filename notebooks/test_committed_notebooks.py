@@ -62,6 +62,8 @@ def test_colab_links_use_the_configured_repository(path):
     assert badge in first_markdown, f"the Colab badge should link to {badge} (run book/sync_repository_url.py)"
     setup = "".join(code_cells(nb)[0]["source"])
     assert f'REPO_URL = "{REPO_URL}"' in setup, "the install cell's REPO_URL differs from _config.yml"
+    assert f'BRANCH = "{BRANCH}"' in setup, "the install cell's BRANCH differs from _config.yml"
+    assert 'f"mtl_utils @ git+{REPO_URL}@{BRANCH}"' in setup, "the install cell must install BRANCH"
     assert '"google.colab" in sys.modules' in setup, "the first cell must install only inside Colab"
 
 

@@ -6,6 +6,7 @@ import pytest
 from datasets import Dataset
 from transformers import AutoModel, BertConfig
 
+import mtl_utils
 from mtl_utils.data import DataFormatError, read_stsb_tsv
 from mtl_utils.encoder import SentenceEncoder
 from mtl_utils.model import MultiTaskModel
@@ -14,7 +15,7 @@ from mtl_utils.tasks import BUILTIN_TASKS, TaskSpec
 from mtl_utils.tokenization import tokenize_split
 from tests.conftest import write
 
-PACKAGE = Path(__file__).resolve().parents[1] / "mtl_utils"
+PACKAGE = Path(mtl_utils.__file__).resolve().parent  # the package imported, installed or checked out
 
 
 def test_empty_split(encoder):

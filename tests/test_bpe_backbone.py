@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 from safetensors import safe_open
-from tokenizers import ByteLevelBPETokenizer, Tokenizer
+from tokenizers import ByteLevelBPETokenizer, Tokenizer, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerFast, RobertaConfig, RobertaModel, RobertaTokenizerFast
 
 from mtl_utils.backbone import DEFAULT_MODEL, load_backbone, resolve_model_path
@@ -27,6 +27,8 @@ SENTENCES = [["EU", "rejects", "German", "call"], ["Peter", "Blackburn", "spoke"
 def bpe_backend() -> Tokenizer:
     bpe = ByteLevelBPETokenizer()  # ByteLevel pre-tokenizer without prefix space, as RoBERTa publishes it
     bpe.train_from_iterator(CORPUS, vocab_size=320, min_frequency=1, special_tokens=SPECIAL)
+    # <s> ... </s> around each text, as published too (transformers 4.x does not add it by itself)
+    bpe._tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=False)
     return bpe._tokenizer
 
 
