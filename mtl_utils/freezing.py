@@ -10,6 +10,7 @@ Scenarios (combine several with commas, e.g. "bottom:2,head:ner"):
     embeddings   the embedding layer only
     bottom:K     embeddings and the lowest K layers
     head:TASK    one task's head
+    adapter:TASK one task's LoRA adapter (one adapter per task, lora.py)
 
 Dropout: frozen lower layers (embeddings, bottom:K) and the lower layers of a routed task keep their
 dropout during training, as when they train. It regularises the layers above them, and "bottom:K"
@@ -26,8 +27,9 @@ import torch
 from torch import nn
 
 from .backbone import backbone_layout
+from .lora import adapter_parameters
 
-SCENARIOS = ("none", "all", "backbone", "embeddings", "bottom:K", "head:TASK")
+SCENARIOS = ("none", "all", "backbone", "embeddings", "bottom:K", "head:TASK", "adapter:TASK")
 
 
 def set_trainable(module: nn.Module, trainable: bool) -> None:
@@ -62,6 +64,14 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
             if argument not in model.heads:
                 raise ValueError(f"freezing {part!r}: unknown task {argument!r}; this model has {', '.join(model.heads)}")
             set_trainable(model.heads[argument], False)
+        elif name == "adapter" and argument:
+            lora = getattr(model, "lora", None)
+            if not (lora and lora["per_task"]):
+                raise ValueError(f"freezing {part!r}: the model has no per-task LoRA adapters")
+            if argument not in model.heads:
+                raise ValueError(f"freezing {part!r}: unknown task {argument!r}; this model has {', '.join(model.heads)}")
+            for parameter in adapter_parameters(model.encoder.backbone, argument):
+                parameter.requires_grad_(False)
         else:
             raise ValueError(f"unknown freezing scenario {part!r}; choose from {', '.join(SCENARIOS)}")
     # Recorded so that a saved model is restored frozen as it was (applying them again in order).

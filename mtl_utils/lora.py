@@ -69,6 +69,22 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: s
     return model
 
 
+def add_task_adapter(backbone: nn.Module, task: str) -> None:
+    """A new task's own adapter, configured as the others are, starting at zero (B = 0): the model
+    is unchanged until it trains, and training it leaves every other adapter alone."""
+    existing = next(iter(backbone.peft_config.values()))
+    with _quiet_peft():
+        backbone.add_adapter(task, copy.deepcopy(existing))
+    for parameter in adapter_parameters(backbone, task):
+        parameter.requires_grad_(True)
+
+
+def adapter_parameters(backbone: nn.Module, task: str) -> list[nn.Parameter]:
+    """The LoRA parameters of one task's adapter (per-task mode)."""
+    # peft names them "...query.lora_A.<adapter>.weight"
+    return [p for n, p in backbone.named_parameters() if n.partition(".lora_")[2].split(".")[1:2] == [task]]
+
+
 def is_lora_parameter(name: str) -> bool:
     return "lora_" in name
 

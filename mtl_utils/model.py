@@ -11,7 +11,7 @@ from torch import nn
 from .backbone import DEFAULT_MODEL, backbone_layout
 from .encoder import SentenceEncoder
 from .freezing import apply_freezing, lower_layers_without_grad, route_task
-from .lora import add_lora, adapter_of, base_backbone, check_lora, load_adapters, save_adapters, use_adapter
+from .lora import add_lora, add_task_adapter, adapter_of, base_backbone, check_lora, load_adapters, save_adapters, use_adapter
 from .pooling import check_pooling, pool
 from .predict import predict
 from .serialization import read_model, write_model
@@ -28,7 +28,7 @@ class ModelConfig:
     dropout: float = field(default=0.1, metadata={"help": "dropout before each head's classifier"})
     word_shape_dim: int = field(default=16, metadata={"help": "casing embedding of token heads (0 = off)"})
     freeze: str = field(default="none", metadata={
-        "help": "none, all, backbone, embeddings, bottom:K, head:TASK (comma-separated, applied in order)"})
+        "help": "none, all, backbone, embeddings, bottom:K, head:TASK, adapter:TASK (comma-separated, applied in order)"})
     route: str = field(default="", metadata={"help": "TASK:K,...: TASK's batches train only the top K layers"})
     lora: int | None = field(default=None, metadata={"help": "LoRA rank R (unset: no LoRA, the weights themselves train)"})
     lora_alpha: float = field(default=0.0, metadata={"help": "LoRA scale numerator alpha (0 = 2 x rank)"})
@@ -90,9 +90,12 @@ class MultiTaskModel(nn.Module):
                            lora["rank"], lora["alpha"], lora["targets"], lora["per_task"])
 
     def add_task(self, spec: TaskSpec) -> nn.Module:
-        """Adding a task is adding a head; nothing else in the model changes."""
+        """Adding a task is adding a head (and, with one LoRA adapter per task, its adapter, which
+        starts at zero); nothing else in the model changes."""
         if spec.name in self.tasks:
             raise ValueError(f"task {spec.name!r} already exists")
+        if self.lora is not None and self.lora["per_task"]:
+            add_task_adapter(self.encoder.backbone, spec.name)
         head = spec.task_kind.make_head(self.encoder.hidden_size, spec.num_labels, self.dropout, self.word_shape_dim)
         self.tasks[spec.name] = spec
         self.heads[spec.name] = head

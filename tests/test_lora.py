@@ -13,7 +13,7 @@ from mtl_utils.interpolate import interpolate
 from mtl_utils.llrd import llrd_parameter_groups
 from mtl_utils.model import ModelConfig, MultiTaskModel
 from mtl_utils.pooling import pool
-from mtl_utils.tasks import BUILTIN_TASKS
+from mtl_utils.tasks import BUILTIN_TASKS, SNIPS_INTENT_TASK
 from mtl_utils.training import make_adamw
 from tests.conftest import REPO
 from tests.helpers import batches
@@ -60,6 +60,44 @@ def test_a_batch_of_one_task_never_updates_another_tasks_adapter():
     steps(model, ["ner", "ner"])  # weight decay 0.1 too: a parameter without gradient is skipped
     assert all(torch.equal(sentiment[n], p) for n, p in model.named_parameters() if n in sentiment)
     assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in model.named_parameters() if "lora_B.ner" in n)
+
+
+def test_a_new_task_trains_its_own_adapter_and_leaves_the_old_tasks_bitwise_unchanged(tmp_path):
+    model = lora_model(per_task=True)
+    steps(model, ["ner", "sentiment"])
+    data = batches(model.encoder.tokenizer)
+    model.eval()
+    with torch.no_grad():
+        before = {task: model(task, **data[task])["logits"] for task in ("ner", "sentiment")}
+    model.add_task(SNIPS_INTENT_TASK)  # its adapter starts at zero: the encoder it sees is the pretrained one
+    assert {n for n, _ in model.encoder.backbone.named_parameters() if ".intent." in n}
+    apply_freezing(model, "head:ner,head:sentiment,adapter:ner,adapter:sentiment")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".intent." in n or n.startswith("heads.intent.") for n in trainable)
+    intent_batch = {**data["sentiment"], "labels": torch.tensor([3, 5])}
+    optimizer = make_adamw(llrd_parameter_groups(model, 1e-2, 1e-2, 0.9, 0.1), 1e-2)
+    model.train()
+    for _ in range(2):
+        model("intent", **intent_batch)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B.intent" in n)
+    model.save_pretrained(tmp_path / "m")
+    loaded = MultiTaskModel.from_pretrained(tmp_path / "m").eval()
+    with torch.no_grad():
+        for task in ("ner", "sentiment"):
+            assert torch.equal(model(task, **data[task])["logits"], before[task])
+            assert torch.equal(loaded(task, **data[task])["logits"], before[task])
+        assert torch.equal(loaded("intent", **intent_batch)["logits"], model("intent", **intent_batch)["logits"])
+    assert loaded.freeze == model.freeze
+
+
+def test_freezing_an_adapter_needs_per_task_adapters_and_a_known_task():
+    with pytest.raises(ValueError, match="no per-task LoRA adapters"):
+        apply_freezing(lora_model(per_task=False), "adapter:ner")
+    with pytest.raises(ValueError, match="unknown task 'pos'"):
+        apply_freezing(lora_model(per_task=True), "adapter:pos")
 
 
 def test_llrd_and_freezing_group_lora_parameters_by_their_layer():
