@@ -152,13 +152,14 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         cache_seconds = time.perf_counter() - start
     else:
         dataset, cache_seconds = TaskExamples(train_features, batch_keys), 0.0
-    teachers = None
+    teachers, start = None, time.perf_counter()
     if config.keep_embeddings:  # distillation.py: the encoder's vectors now, once, before any step
         if frozen_backbone:
             raise ValueError("keep_embeddings: the encoder is frozen, so its vectors cannot drift; set it to 0")
         with accelerator.autocast():
             teachers = {task: teacher_vectors(accelerator.unwrap_model(model), f, config.eval_batch_size)
                         for task, f in train_features.items()}
+    teacher_seconds = time.perf_counter() - start if teachers is not None else 0.0
 
     def collate(items: list[tuple[int, tuple[str, dict]]]) -> tuple[str, dict, list[int]]:
         task, examples = items[0][1][0], [example for _, (_, example) in items]
@@ -174,6 +175,7 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
     task_names = list(train_features)
 
     history = {"config": asdict(config), "cached_features": use_cache, "cache_seconds": cache_seconds,
+               "teacher_seconds": teacher_seconds,
                "steps": [], "epochs": [], "skipped_nonfinite": []}
     checkpoint_dir = Path(output_dir) / "checkpoint" if output_dir is not None else None
     step, first_epoch, within_epoch = 0, 0, None
