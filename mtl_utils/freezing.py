@@ -61,15 +61,13 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
             for layer in layout.layers[:k]:
                 set_trainable(layer, False)
         elif name == "head" and argument:
-            if argument not in model.heads:
-                raise ValueError(f"freezing {part!r}: unknown task {argument!r}; this model has {', '.join(model.heads)}")
+            _check_task(model, part, argument)
             set_trainable(model.heads[argument], False)
         elif name == "adapter" and argument:
             lora = getattr(model, "lora", None)
             if not (lora and lora["per_task"]):
                 raise ValueError(f"freezing {part!r}: the model has no per-task LoRA adapters")
-            if argument not in model.heads:
-                raise ValueError(f"freezing {part!r}: unknown task {argument!r}; this model has {', '.join(model.heads)}")
+            _check_task(model, part, argument)
             for parameter in adapter_parameters(model.encoder.backbone, argument):
                 parameter.requires_grad_(False)
         else:
@@ -77,6 +75,11 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
     # Recorded so that a saved model is restored frozen as it was (applying them again in order).
     model.freeze = ",".join(parts) if model.freeze == "none" else ",".join([model.freeze, *parts])
     return model
+
+
+def _check_task(model: nn.Module, part: str, task: str) -> None:
+    if task not in model.heads:
+        raise ValueError(f"freezing {part!r}: unknown task {task!r}; this model has {', '.join(model.heads)}")
 
 
 def gradual_unfreezing(n_layers: int, stages: int) -> list[str]:

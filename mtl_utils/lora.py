@@ -81,8 +81,8 @@ def add_task_adapter(backbone: nn.Module, task: str) -> None:
 
 def adapter_parameters(backbone: nn.Module, task: str) -> list[nn.Parameter]:
     """The LoRA parameters of one task's adapter (per-task mode)."""
-    # peft names them "...query.lora_A.<adapter>.weight"
-    return [p for n, p in backbone.named_parameters() if n.partition(".lora_")[2].split(".")[1:2] == [task]]
+    names = (f".lora_A.{task}.", f".lora_B.{task}.")  # peft's names: "...query.lora_A.<adapter>.weight"
+    return [p for n, p in backbone.named_parameters() if any(name in n for name in names)]
 
 
 def is_lora_parameter(name: str) -> bool:

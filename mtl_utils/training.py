@@ -152,14 +152,15 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         cache_seconds = time.perf_counter() - start
     else:
         dataset, cache_seconds = TaskExamples(train_features, batch_keys), 0.0
-    teachers, start = None, time.perf_counter()
+    teachers, teacher_seconds = None, 0.0
     if config.keep_embeddings:  # distillation.py: the encoder's vectors now, once, before any step
         if frozen_backbone:
             raise ValueError("keep_embeddings: the encoder is frozen, so its vectors cannot drift; set it to 0")
+        start = time.perf_counter()
         with accelerator.autocast():
             teachers = {task: teacher_vectors(accelerator.unwrap_model(model), f, config.eval_batch_size)
                         for task, f in train_features.items()}
-    teacher_seconds = time.perf_counter() - start if teachers is not None else 0.0
+        teacher_seconds = time.perf_counter() - start
 
     def collate(items: list[tuple[int, tuple[str, dict]]]) -> tuple[str, dict, list[int]]:
         task, examples = items[0][1][0], [example for _, (_, example) in items]
