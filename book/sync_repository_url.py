@@ -1,12 +1,13 @@
 """Copy the repository URL and branch from _config.yml (repository.url and .branch,
-the one place they are set) into the notebooks.
+the one place they are set) into the notebooks and the book's pages.
 
 The Colab badge (first markdown cell) and the install cell (first code cell) of each
 notebook need them in their own text, because Colab opens a notebook without the rest
 of the repository: the install cell pip-installs `mtl_utils @ git+{REPO_URL}@{BRANCH}`,
 the configured branch, not the default one. Run this after changing repository.url or
-repository.branch; notebooks/test_committed_notebooks.py checks they agree. Only those
-two cells are rewritten; outputs and execution counts are kept.
+repository.branch; notebooks/test_committed_notebooks.py checks they agree. Links to files
+of the repository (`{url}/blob/{branch}/...`) in the notebooks' markdown cells, in
+book/*.md and in README.md are rewritten too. Outputs and execution counts are kept.
 
     python book/sync_repository_url.py
 """
@@ -28,6 +29,13 @@ REPOSITORY_LINES = re.compile(r'^(?:# [^\n]*sync_repository_url\.py[^\n]*\n)?'
 INSTALL_CALL = re.compile(r'^( *)subprocess\.run\(\[sys\.executable, "-m", "pip", '
                           r'"install".*?check=True\)', re.MULTILINE | re.DOTALL)
 BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+")
+# A link to a file or folder of a GitHub repository: github.com/OWNER/REPO/blob|tree/BRANCH/
+FILE_LINK = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+/(blob|tree)/[\w.-]+/")
+
+
+def synced_links(text: str, url: str, branch: str) -> str:
+    """Every repository file link in text pointed at url and branch."""
+    return FILE_LINK.sub(lambda m: f"{url}/{m.group(1)}/{branch}/", text)
 
 
 def synced_setup(source: str, url: str, branch: str) -> str:
@@ -61,10 +69,19 @@ def main() -> None:
         badge = (f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}"
                  f"/notebooks/{path.name}")
         markdown.source = BADGE.sub(badge, markdown.source)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = synced_links(cell.source, url, branch)
         setup = next(c for c in nb.cells if c.cell_type == "code")
         setup.source = synced_setup(setup.source, url, branch)
         nbformat.write(nb, path)
         print(f"{path.relative_to(ROOT)}: {url} ({branch})")
+    for path in [*sorted((ROOT / "book").glob("*.md")), ROOT / "README.md"]:
+        text = path.read_text(encoding="utf-8")
+        synced = synced_links(text, url, branch)
+        if synced != text:
+            path.write_text(synced, encoding="utf-8")
+            print(f"{path.relative_to(ROOT)}: {url} ({branch})")
 
 
 if __name__ == "__main__":

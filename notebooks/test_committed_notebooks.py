@@ -71,3 +71,22 @@ def test_every_notebook_is_in_the_toc():
     toc = (ROOT / "_toc.yml").read_text()
     for path in NOTEBOOKS:
         assert f"notebooks/{path.stem}" in toc, f"{path.name} is not in _toc.yml"
+
+
+# Every page a reader sees, and the README; links to other GitHub repositories belong in
+# book/references.bib, so any github.com link here must be this project's configured one.
+PAGES = [ROOT / "README.md", *sorted((ROOT / "book").glob("*.md")), *NOTEBOOKS]
+GITHUB_URL = re.compile(r"https://(?:colab\.research\.google\.com/github/|github\.com/)[^\s)\"'\\]+")
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_every_repository_url_is_the_configured_one(path):
+    owner_repo = re.sub(r"^https://github\.com/", "", REPO_URL)
+    allowed = (f"{REPO_URL}/blob/{BRANCH}/", f"{REPO_URL}/tree/{BRANCH}/",
+               f"https://colab.research.google.com/github/{owner_repo}/blob/{BRANCH}/")
+    text = path.read_text(encoding="utf-8")
+    others = sorted({url for url in GITHUB_URL.findall(text)
+                     if url.rstrip("/.") != REPO_URL and not url.startswith(allowed)})
+    assert not others, (f"{path.name} links to {others}; the configured repository is {REPO_URL} "
+                        f"(branch {BRANCH}): run book/sync_repository_url.py, and cite other "
+                        "repositories in book/references.bib")
