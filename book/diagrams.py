@@ -7,6 +7,7 @@ freezing_llrd.png  which blocks train under each freezing scenario, and at what 
                    under layer-wise decay (the rates follow mtl_utils.llrd: layer i of L gets
                    lr * d ** (L - 1 - i), the embeddings lr * d ** L)
 """
+
 from pathlib import Path
 
 import matplotlib
@@ -20,18 +21,36 @@ SHARED, TOKEN, SENTENCE, DATA = "#dbe7f5", "#fde3c8", "#d9f0d3", "#f2f2f2"
 N_LAYERS, BASE_LR, HEAD_LR = 6, 2e-4, 1e-3  # the defaults of mtl_utils.training.TrainConfig
 
 
-def box(ax, x, y, w, h, text, colour, size=9.5, weight="normal"):
-    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
-                                facecolor=colour, edgecolor="#555555", linewidth=1))
+def box(ax, x, y, w, h, text, colour, size=12, weight="normal"):
+    ax.add_patch(
+        FancyBboxPatch(
+            (x, y),
+            w,
+            h,
+            boxstyle="round,pad=0.02,rounding_size=0.08",
+            facecolor=colour,
+            edgecolor="#555555",
+            linewidth=1,
+        )
+    )
     ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size, weight=weight)
 
 
 def arrow(ax, start, end, text=None):
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12,
-                                 color="#444444", linewidth=1.1))
+    ax.add_patch(
+        FancyArrowPatch(
+            start, end, arrowstyle="-|>", mutation_scale=12, color="#444444", linewidth=1.1
+        )
+    )
     if text:
-        ax.text((start[0] + end[0]) / 2 + 0.08, (start[1] + end[1]) / 2, text, fontsize=8,
-                va="center", color="#444444")
+        ax.text(
+            (start[0] + end[0]) / 2 + 0.08,
+            (start[1] + end[1]) / 2,
+            text,
+            fontsize=10,
+            va="center",
+            color="#444444",
+        )
 
 
 def architecture() -> plt.Figure:
@@ -39,30 +58,73 @@ def architecture() -> plt.Figure:
     ax.set(xlim=(0, 9), ylim=(0, 5.2))
     ax.axis("off")
     box(ax, 2.6, 4.55, 3.8, 0.5, "words: Apple buys Shazam", DATA)
-    box(ax, 2.6, 3.75, 3.8, 0.5, "subwords: [CLS] apple buys sha ##zam [SEP]", DATA, size=8.5)
+    box(ax, 2.6, 3.75, 3.8, 0.5, "subwords: [CLS] apple buys sha ##zam [SEP]", DATA, size=11)
     arrow(ax, (4.5, 4.55), (4.5, 4.25), "tokenizer (once, before training)")
-    box(ax, 2.6, 2.55, 3.8, 0.9, "shared encoder\nembeddings + 6 transformer layers\n"
-        "(one pass per batch)", SHARED, weight="bold")
+    box(
+        ax,
+        2.6,
+        2.55,
+        3.8,
+        0.9,
+        "shared encoder\nembeddings + 6 transformer layers\n" "(one pass per batch)",
+        SHARED,
+        weight="bold",
+    )
     arrow(ax, (4.5, 3.75), (4.5, 3.45))
-    box(ax, 2.6, 1.85, 3.8, 0.45, "token states: one 384-d vector per subword", SHARED, size=8.5)
+    box(ax, 2.6, 1.85, 3.8, 0.45, "token states: one 384-d vector per subword", SHARED, size=11)
     arrow(ax, (4.5, 2.55), (4.5, 2.3))
     # Token branch (left).
-    box(ax, 0.1, 1.0, 3.0, 0.55, "first subword of each word\n+ word-shape embedding", TOKEN, size=8.5)
+    box(
+        ax,
+        0.1,
+        1.0,
+        3.0,
+        0.55,
+        "first subword of each word\n+ word-shape embedding",
+        TOKEN,
+        size=11,
+    )
     arrow(ax, (3.4, 1.85), (2.2, 1.55))
-    box(ax, 0.1, 0.2, 3.0, 0.55, "token head (linear)\nB-ORG  O  B-ORG", TOKEN, size=8.5,
-        weight="bold")
+    box(
+        ax,
+        0.1,
+        0.2,
+        3.0,
+        0.55,
+        "token head (linear)\nB-ORG  O  B-ORG",
+        TOKEN,
+        size=11,
+        weight="bold",
+    )
     arrow(ax, (1.6, 1.0), (1.6, 0.75))
     # Sentence branch (right).
-    box(ax, 5.9, 1.0, 3.0, 0.55, "mean pooling (padding masked out)\n-> sentence vector, 384-d",
-        SENTENCE, size=8.5)
+    box(
+        ax,
+        5.9,
+        1.0,
+        3.0,
+        0.55,
+        "mean pooling (no padding)\n-> sentence vector, 384-d",
+        SENTENCE,
+        size=11,
+    )
     arrow(ax, (5.6, 1.85), (6.8, 1.55))
-    box(ax, 5.9, 0.2, 1.75, 0.55, "sentence head\nnegative / positive", SENTENCE, size=8.5, weight="bold")
-    box(ax, 7.75, 0.2, 1.15, 0.55, "STS-B:\ncosine", DATA, size=8.5)
+    box(
+        ax,
+        5.9,
+        0.2,
+        1.75,
+        0.55,
+        "sentence head\nnegative / positive",
+        SENTENCE,
+        size=11,
+        weight="bold",
+    )
+    box(ax, 7.75, 0.2, 1.15, 0.55, "STS-B:\ncosine", DATA, size=11)
     arrow(ax, (6.8, 1.0), (6.8, 0.75))
     arrow(ax, (8.3, 1.0), (8.3, 0.75))
-    ax.text(0.1, 1.95, "NER: a tag per word\n(strict entity F1)", fontsize=8.5, color="#8a4b08")
-    ax.text(6.6, 1.95, "sentiment: a label per\nsentence (accuracy)", fontsize=8.5,
-            color="#2d6a1f")
+    ax.text(0.1, 1.95, "NER: a tag per word\n(strict entity F1)", fontsize=11, color="#8a4b08")
+    ax.text(6.6, 1.95, "sentiment: a label per\nsentence (accuracy)", fontsize=11, color="#2d6a1f")
     fig.tight_layout(pad=0.2)
     return fig
 
@@ -76,40 +138,67 @@ def freezing_llrd() -> plt.Figure:
         "bottom:4": [False] * 5 + [True] * 3,
         "backbone": [False] * 7 + [True],
     }
-    fig, (ax_freeze, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.8),
-                                           gridspec_kw={"width_ratios": [1.15, 1]})
+    fig, (ax_freeze, ax_lr) = plt.subplots(
+        1, 2, figsize=(9, 4.4), gridspec_kw={"width_ratios": [1.15, 1]}
+    )
     for col, (name, trains) in enumerate(scenarios.items()):
         for row, trained in enumerate(trains):
-            ax_freeze.add_patch(plt.Rectangle((col + 0.06, row + 0.08), 0.88, 0.84,
-                                              facecolor=SHARED if trained else "#bfbfbf",
-                                              edgecolor="white"))
-            ax_freeze.text(col + 0.5, row + 0.5, "trains" if trained else "frozen",
-                           ha="center", va="center", fontsize=7.5,
-                           color="#1f3b5c" if trained else "#404040")
-    ax_freeze.set(xlim=(0, len(scenarios)), ylim=(0, len(blocks)),
-                  xticks=[c + 0.5 for c in range(len(scenarios))],
-                  yticks=[r + 0.5 for r in range(len(blocks))],
-                  title="Freezing: which blocks train")
-    ax_freeze.set_xlabel("scenario (--freeze)", fontsize=9)
-    ax_freeze.set_xticklabels(scenarios, fontsize=8)
-    ax_freeze.set_yticklabels(blocks, fontsize=8.5)
+            ax_freeze.add_patch(
+                plt.Rectangle(
+                    (col + 0.06, row + 0.08),
+                    0.88,
+                    0.84,
+                    facecolor=SHARED if trained else "#bfbfbf",
+                    edgecolor="white",
+                )
+            )
+            ax_freeze.text(
+                col + 0.5,
+                row + 0.5,
+                "trains" if trained else "frozen",
+                ha="center",
+                va="center",
+                fontsize=9.5,
+                color="#1f3b5c" if trained else "#404040",
+            )
+    ax_freeze.set(
+        xlim=(0, len(scenarios)),
+        ylim=(0, len(blocks)),
+        xticks=[c + 0.5 for c in range(len(scenarios))],
+        yticks=[r + 0.5 for r in range(len(blocks))],
+        title="Freezing: which blocks train",
+    )
+    ax_freeze.set_xlabel("scenario (--freeze)", fontsize=11)
+    ax_freeze.set_xticklabels(scenarios, fontsize=10, rotation=30, ha="right")
+    ax_freeze.set_yticklabels(blocks, fontsize=10.5)
     ax_freeze.tick_params(length=0)
     for side in ax_freeze.spines.values():
         side.set_visible(False)
 
     depth = range(len(blocks) - 1)  # embeddings, layer 0 .. layer 5
     for decay, colour in [(1.0, "#7f7f7f"), (0.9, "#1f77b4"), (0.7, "#d62728")]:
-        rates = [BASE_LR * decay ** N_LAYERS] + [BASE_LR * decay ** (N_LAYERS - 1 - i)
-                                                  for i in range(N_LAYERS)]
-        ax_lr.plot(rates, [d + 0.5 for d in depth], "o-", color=colour,
-                   label=f"d = {decay}" + (" (one rate)" if decay == 1.0 else ""))
+        rates = [BASE_LR * decay**N_LAYERS] + [
+            BASE_LR * decay ** (N_LAYERS - 1 - i) for i in range(N_LAYERS)
+        ]
+        ax_lr.plot(
+            rates,
+            [d + 0.5 for d in depth],
+            "o-",
+            color=colour,
+            label=f"d = {decay}" + (" (one rate)" if decay == 1.0 else ""),
+        )
     ax_lr.plot([HEAD_LR], [len(blocks) - 0.5], "s", color="black", label="heads (1e-3)")
-    ax_lr.set(ylim=(0, len(blocks)), yticks=[r + 0.5 for r in range(len(blocks))],
-              xscale="log", xlim=(1.5e-5, 1.6e-3), xlabel="learning rate (log scale)",
-              title="Layer-wise decay: rate per block")
-    ax_lr.set_yticklabels(blocks, fontsize=8.5)
+    ax_lr.set(
+        ylim=(0, len(blocks)),
+        yticks=[r + 0.5 for r in range(len(blocks))],
+        xscale="log",
+        xlim=(1.5e-5, 1.6e-3),
+        xlabel="learning rate (log scale)",
+        title="Layer-wise decay: rate per block",
+    )
+    ax_lr.set_yticklabels(blocks, fontsize=10.5)
     ax_lr.grid(axis="x", alpha=0.3)
-    ax_lr.legend(fontsize=8, loc="upper left")
+    ax_lr.legend(fontsize=9.5, loc="upper center", bbox_to_anchor=(0.45, -0.2), ncol=2)
     fig.tight_layout()
     return fig
 
