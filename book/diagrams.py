@@ -53,76 +53,32 @@ def arrow(ax, start, end, text=None):
         )
 
 
+# The architecture as boxes: (x, y, width, height, text, colour, bold), in inches of a 9 x 5.2 figure.
+BOXES = [
+    (2.6, 4.55, 3.8, 0.5, "words: Apple buys Shazam", DATA, False),
+    (2.6, 3.75, 3.8, 0.5, "subwords: [CLS] apple buys sha ##zam [SEP]", DATA, False),
+    (2.6, 2.55, 3.8, 0.9, "shared encoder\nembeddings + 6 transformer layers\n(one pass per batch)",
+     SHARED, True),
+    (2.6, 1.85, 3.8, 0.45, "token states: one 384-d vector per subword", SHARED, False),
+    (0.1, 1.0, 3.0, 0.55, "first subword of each word\n+ word-shape embedding", TOKEN, False),
+    (0.1, 0.2, 3.0, 0.55, "token head (linear)\nB-ORG  O  B-ORG", TOKEN, True),
+    (5.9, 1.0, 3.0, 0.55, "mean pooling (no padding)\n-> sentence vector, 384-d", SENTENCE, False),
+    (5.9, 0.2, 1.75, 0.55, "sentence head\nnegative / positive", SENTENCE, True),
+    (7.75, 0.2, 1.15, 0.55, "STS-B:\ncosine", DATA, False),
+]
+ARROWS = [((4.5, 4.55), (4.5, 4.25), "tokenizer (once, before training)"), ((4.5, 3.75), (4.5, 3.45), None),
+          ((4.5, 2.55), (4.5, 2.3), None), ((3.4, 1.85), (2.2, 1.55), None), ((1.6, 1.0), (1.6, 0.75), None),
+          ((5.6, 1.85), (6.8, 1.55), None), ((6.8, 1.0), (6.8, 0.75), None), ((8.3, 1.0), (8.3, 0.75), None)]
+
+
 def architecture() -> plt.Figure:
     fig, ax = plt.subplots(figsize=(9, 5.2))
     ax.set(xlim=(0, 9), ylim=(0, 5.2))
     ax.axis("off")
-    box(ax, 2.6, 4.55, 3.8, 0.5, "words: Apple buys Shazam", DATA)
-    box(ax, 2.6, 3.75, 3.8, 0.5, "subwords: [CLS] apple buys sha ##zam [SEP]", DATA, size=11)
-    arrow(ax, (4.5, 4.55), (4.5, 4.25), "tokenizer (once, before training)")
-    box(
-        ax,
-        2.6,
-        2.55,
-        3.8,
-        0.9,
-        "shared encoder\nembeddings + 6 transformer layers\n" "(one pass per batch)",
-        SHARED,
-        weight="bold",
-    )
-    arrow(ax, (4.5, 3.75), (4.5, 3.45))
-    box(ax, 2.6, 1.85, 3.8, 0.45, "token states: one 384-d vector per subword", SHARED, size=11)
-    arrow(ax, (4.5, 2.55), (4.5, 2.3))
-    # Token branch (left).
-    box(
-        ax,
-        0.1,
-        1.0,
-        3.0,
-        0.55,
-        "first subword of each word\n+ word-shape embedding",
-        TOKEN,
-        size=11,
-    )
-    arrow(ax, (3.4, 1.85), (2.2, 1.55))
-    box(
-        ax,
-        0.1,
-        0.2,
-        3.0,
-        0.55,
-        "token head (linear)\nB-ORG  O  B-ORG",
-        TOKEN,
-        size=11,
-        weight="bold",
-    )
-    arrow(ax, (1.6, 1.0), (1.6, 0.75))
-    # Sentence branch (right).
-    box(
-        ax,
-        5.9,
-        1.0,
-        3.0,
-        0.55,
-        "mean pooling (no padding)\n-> sentence vector, 384-d",
-        SENTENCE,
-        size=11,
-    )
-    arrow(ax, (5.6, 1.85), (6.8, 1.55))
-    box(
-        ax,
-        5.9,
-        0.2,
-        1.75,
-        0.55,
-        "sentence head\nnegative / positive",
-        SENTENCE,
-        size=11,
-        weight="bold",
-    )
-    box(ax, 7.75, 0.2, 1.15, 0.55, "STS-B:\ncosine", DATA, size=11)
-    arrow(ax, (6.8, 1.0), (6.8, 0.75))
-    arrow(ax, (8.3, 1.0), (8.3, 0.75))
+    for x, y, width, height, text, colour, bold in BOXES:
+        box(ax, x, y, width, height, text, colour, size=11, weight="bold" if bold else "normal")
+    for start, end, text in ARROWS:
+        arrow(ax, start, end, text)
     ax.text(0.1, 1.95, "NER: a tag per word\n(strict entity F1)", fontsize=11, color="#8a4b08")
     ax.text(6.6, 1.95, "sentiment: a label per\nsentence (accuracy)", fontsize=11, color="#2d6a1f")
     fig.tight_layout(pad=0.2)
