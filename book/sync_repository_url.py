@@ -6,8 +6,10 @@ notebook need them in their own text, because Colab opens a notebook without the
 of the repository: the install cell pip-installs `mtl_utils @ git+{REPO_URL}@{BRANCH}`,
 the configured branch, not the default one. Run this after changing repository.url or
 repository.branch; notebooks/test_committed_notebooks.py checks they agree. Links to files
-of the repository (`{url}/blob/{branch}/...`) in the notebooks' markdown cells, in
-book/*.md and in README.md are rewritten too. Outputs and execution counts are kept.
+of the repository as configured before (`{old url}/blob/{old branch}/...`, the old values read
+from the notebooks' install cells) in the notebooks' markdown cells, in book/*.md and in
+README.md are rewritten too; links to other repositories are left alone. Outputs and
+execution counts are kept.
 
     python book/sync_repository_url.py
 """
@@ -29,13 +31,16 @@ REPOSITORY_LINES = re.compile(r'^(?:# [^\n]*sync_repository_url\.py[^\n]*\n)?'
 INSTALL_CALL = re.compile(r'^( *)subprocess\.run\(\[sys\.executable, "-m", "pip", '
                           r'"install".*?check=True\)', re.MULTILINE | re.DOTALL)
 BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^)\s]+")
-# A link to a file or folder of a GitHub repository: github.com/OWNER/REPO/blob|tree/BRANCH/
-FILE_LINK = re.compile(r"https://github\.com/[\w.-]+/[\w.-]+/(blob|tree)/[\w.-]+/")
+OLD_REPOSITORY = re.compile(r'^REPO_URL = "([^"]*)"[^\n]*\n(?:BRANCH = "([^"]*)")?', re.MULTILINE)
 
 
-def synced_links(text: str, url: str, branch: str) -> str:
-    """Every repository file link in text pointed at url and branch."""
-    return FILE_LINK.sub(lambda m: f"{url}/{m.group(1)}/{branch}/", text)
+def synced_links(text: str, old: set[tuple[str, str]], url: str, branch: str) -> str:
+    """Links to files of the repository as it was configured before (each (url, branch) in `old`,
+    read from the notebooks' install cells) pointed at url and branch; other links stay as they are."""
+    for old_url, old_branch in old:
+        for kind in ("blob", "tree"):
+            text = text.replace(f"{old_url}/{kind}/{old_branch}/", f"{url}/{kind}/{branch}/")
+    return text
 
 
 def synced_setup(source: str, url: str, branch: str) -> str:
@@ -63,7 +68,13 @@ def main() -> None:
     url = config["repository"]["url"].rstrip("/")
     branch = config["repository"].get("branch", "main")
     owner_repo = re.sub(r"^https://github\.com/", "", url)
-    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    old = set()  # the repository and branch the notebooks point to now
+    for path in notebooks:
+        setup = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        for old_url, old_branch in OLD_REPOSITORY.findall(setup.source):
+            old.add((old_url.rstrip("/"), old_branch or "main"))
+    for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         markdown = next(c for c in nb.cells if c.cell_type == "markdown")
         badge = (f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}"
@@ -71,14 +82,14 @@ def main() -> None:
         markdown.source = BADGE.sub(badge, markdown.source)
         for cell in nb.cells:
             if cell.cell_type == "markdown":
-                cell.source = synced_links(cell.source, url, branch)
+                cell.source = synced_links(cell.source, old, url, branch)
         setup = next(c for c in nb.cells if c.cell_type == "code")
         setup.source = synced_setup(setup.source, url, branch)
         nbformat.write(nb, path)
         print(f"{path.relative_to(ROOT)}: {url} ({branch})")
     for path in [*sorted((ROOT / "book").glob("*.md")), ROOT / "README.md"]:
         text = path.read_text(encoding="utf-8")
-        synced = synced_links(text, url, branch)
+        synced = synced_links(text, old, url, branch)
         if synced != text:
             path.write_text(synced, encoding="utf-8")
             print(f"{path.relative_to(ROOT)}: {url} ({branch})")

@@ -33,13 +33,17 @@ def test_a_good_page_passes(tmp_path, capsys):
 
 
 def test_broken_image_shrunken_figure_wide_table_and_scrolling_code_are_found(tmp_path, capsys):
-    html = build(tmp_path, '<img src="missing.png"><img src="figure.png" style="width: 400px">'
+    html = build(tmp_path, '<img src="missing.png"><div style="width: 400px">'
+                           '<img src="figure.png" style="max-width: 100%"></div>'
+                           '<img src="figure.png" style="width: 900px; height: 300px; max-width: 100%">'
                            '<table><tr><td style="min-width: 1500px">wide</td></tr></table>'
                            f'<pre style="overflow: auto">{"x" * 300}</pre>')
     assert check_rendered.main(html) == 1
     out = capsys.readouterr().out
     assert "broken image missing.png" in out
     assert "figure figure.png shown at 400 px, 0.46 of its drawn 864 px" in out
+    # A fixed height with the width capped by the column: squashed sideways.
+    assert "figure figure.png distorted: shown 700 x 300 px, its own ratio is 900 x 300" in out
     assert "table 'wide' is" in out
     assert "1 code/output blocks scroll sideways" in out
     shutil.rmtree(tmp_path / "browser")
