@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WINDOW_WIDTH = 1280
 MIN_SHOWN_FRACTION = 0.6
 MAX_DISTORTION = 0.02
-# The goal is none. Notebooks 1-4 still have code lines wider than the column; lower this as they
-# are re-run with wrapped code, never raise it.
-MAX_SCROLLING_BLOCKS = 250
+# The goal is none. The 7 left are printed lines of notebook 5's committed outputs (its code fits);
+# lower this when it is re-run with shorter prints, never raise it.
+MAX_SCROLLING_BLOCKS = 7
 SKIPPED_PAGES = {"genindex.html", "search.html"}
 
 # Runs in the page once everything has loaded; writes its findings into the DOM as JSON, which
