@@ -68,14 +68,14 @@ def main() -> None:
     url = config["repository"]["url"].rstrip("/")
     branch = config["repository"].get("branch", "main")
     owner_repo = re.sub(r"^https://github\.com/", "", url)
-    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = {path: nbformat.read(path, as_version=4)
+                 for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
     old = set()  # the repository and branch the notebooks point to now
-    for path in notebooks:
-        setup = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    for nb in notebooks.values():
+        setup = next(c for c in nb.cells if c.cell_type == "code")
         for old_url, old_branch in OLD_REPOSITORY.findall(setup.source):
             old.add((old_url.rstrip("/"), old_branch or "main"))
-    for path in notebooks:
-        nb = nbformat.read(path, as_version=4)
+    for path, nb in notebooks.items():
         markdown = next(c for c in nb.cells if c.cell_type == "markdown")
         badge = (f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}"
                  f"/notebooks/{path.name}")

@@ -15,6 +15,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 REPO_URL = CONFIG["repository"]["url"].rstrip("/")
 BRANCH = CONFIG["repository"].get("branch", "main")
+OWNER_REPO = re.sub(r"^https://github\.com/", "", REPO_URL)
 
 
 def load(path: Path) -> dict:
@@ -57,8 +58,7 @@ def test_has_a_figure(path):
 def test_colab_links_use_the_configured_repository(path):
     nb = load(path)
     first_markdown = "".join(next(c for c in nb["cells"] if c["cell_type"] == "markdown")["source"])
-    owner_repo = re.sub(r"^https://github\.com/", "", REPO_URL)
-    badge = f"https://colab.research.google.com/github/{owner_repo}/blob/{BRANCH}/notebooks/{path.name}"
+    badge = f"https://colab.research.google.com/github/{OWNER_REPO}/blob/{BRANCH}/notebooks/{path.name}"
     assert badge in first_markdown, f"the Colab badge should link to {badge} (run book/sync_repository_url.py)"
     setup = "".join(code_cells(nb)[0]["source"])
     assert f'REPO_URL = "{REPO_URL}"' in setup, "the install cell's REPO_URL differs from _config.yml"
@@ -87,8 +87,7 @@ def page_text(path: Path) -> str:
 
 
 def is_configured(url: str) -> bool:
-    owner_repo = re.sub(r"^https://github\.com/", "", REPO_URL)
-    colab = f"https://colab.research.google.com/github/{owner_repo}/"
+    colab = f"https://colab.research.google.com/github/{OWNER_REPO}/"
     if url.startswith(colab):
         return url.startswith(f"{colab}blob/{BRANCH}/")
     if url.rstrip("/.") == REPO_URL:
