@@ -55,9 +55,7 @@ window.addEventListener("load", async () => {
     img.addEventListener("load", done); img.addEventListener("error", done);
     setTimeout(done, 5000);
   })));
-  const found = {images: [], tables: [], blocks: [], column: 0};
-  const article = document.querySelector("main article") || document.querySelector("main");
-  found.column = article ? article.clientWidth : 0;
+  const found = {images: [], tables: [], blocks: [], column: content ? content.clientWidth : 0};
   for (const img of images) {
     if (img.getClientRects().length === 0) continue;  // not displayed
     // The width the page asks for, in pixels: inline style first, then the attribute ("50%": none).
@@ -65,7 +63,7 @@ window.addEventListener("load", async () => {
       .map(w => /^\\s*[\\d.]+(px)?\\s*$/.test(w) ? parseFloat(w) : null).find(w => w);
     const box = img.getBoundingClientRect();
     found.images.push({src: img.getAttribute("src"), natural: img.naturalWidth,
-                       naturalHeight: img.naturalHeight, attribute: asked || null,
+                       naturalHeight: img.naturalHeight, asked: asked || null,
                        shown: box.width, shownHeight: box.height, complete: img.complete});
   }
   for (const table of document.querySelectorAll("main table")) {
@@ -125,8 +123,8 @@ def probe_page(browser: str, page: Path) -> dict:
 
 def drawn_width(page: Path, image: dict) -> float | None:
     """The width in CSS pixels the figure was drawn for (None for an image that is not a local PNG)."""
-    if image["attribute"]:
-        return image["attribute"]
+    if image["asked"]:
+        return image["asked"]
     src = urlparse(image["src"] or "")
     if src.scheme or not src.path.lower().endswith(".png"):
         return None
