@@ -24,6 +24,7 @@ from .evaluation import evaluate_task, stsb_spearman
 from .feature_cache import CachedExamples, backbone_is_frozen, cache_head_inputs
 from .llrd import check_decay, llrd_parameter_groups
 from .model import MultiTaskModel
+from .precision import check_mixed_precision, plain_forward, resolve_mixed_precision
 from .sampling import MultiTaskBatchSampler, check_strategy
 from .serialization import CheckpointError
 
@@ -51,7 +52,8 @@ class TrainConfig:
         None, "per-task examples per epoch, a new slice each epoch: N or TASK=N,...; 'all' = every example",
         cli_default="sentiment=22450")  # 3 x 22,450 covers SST-2's 67,349 once
     seed: int = setting(42, "seed of heads, dropout, sampling and subsets")
-    mixed_precision: str = setting("no", "no, bf16 or fp16 (GPU)")
+    mixed_precision: str = setting("no", "no, bf16 (GPUs from Ampere on; CPUs with bf16 units, else fp32 "
+                                         "with a warning) or fp16 (GPU)")
     eval_batch_size: int = setting(128, "sentences per evaluation batch")
     evaluate_every_epoch: bool = setting(True, "evaluate after every epoch (else only after the last)")
     cache_frozen_backbone: bool = setting(True, "frozen backbone: encode the training set once (feature_cache.py)")
@@ -73,6 +75,7 @@ class TrainConfig:
         check_decay(self.llrd_decay)
         check_strategy(self.sampler, self.temperature)
         check_distillation(self.keep_embeddings, self.keep_distance)
+        check_mixed_precision(self.mixed_precision)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch size must be positive, got {self.epochs} and {self.batch_size}")
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
@@ -112,6 +115,8 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
     and after each epoch; `resume=True` continues from the last complete checkpoint there (inside an
     epoch: with its next batch), as if the run had never stopped. A NaN or infinite loss raises
     NonFiniteLossError before that step (naming step, task and batch), unless `config.skip_nonfinite`.
+    Under bf16 or fp16 mixed precision the training steps run under autocast; evaluation and the
+    returned model run in fp32 (precision.py; history["mixed_precision"] is the precision used).
     Several processes (torchrun, accelerate launch): each trains on its share of every epoch's batches
     (DDP); the main process alone evaluates, on the whole held-out sets, and writes files; every
     process returns the same history.
@@ -120,7 +125,8 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
     set_seed(config.seed)
     # find_unused_parameters: in one step, processes may run batches of different tasks (other heads,
     # routed layers without gradients); DDP then reduces zeros for the parameters a process did not use.
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=cpu_processes(),
+    mixed_precision = resolve_mixed_precision(config.mixed_precision, distributed_state().device)
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu_processes(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     pad_id = model.encoder.tokenizer.pad_token_id
     kinds = {task: model.tasks[task].task_kind for task in train_features}
@@ -175,8 +181,8 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
     loader = accelerator.prepare(DataLoader(_WithRows(dataset), batch_sampler=_TupleBatches(sampler), collate_fn=collate))
     task_names = list(train_features)
 
-    history = {"config": asdict(config), "cached_features": use_cache, "cache_seconds": cache_seconds,
-               "teacher_seconds": teacher_seconds,
+    history = {"config": asdict(config), "mixed_precision": mixed_precision, "cached_features": use_cache,
+               "cache_seconds": cache_seconds, "teacher_seconds": teacher_seconds,
                "steps": [], "epochs": [], "skipped_nonfinite": []}
     checkpoint_dir = Path(output_dir) / "checkpoint" if output_dir is not None else None
     step, first_epoch, within_epoch = 0, 0, None
@@ -277,8 +283,9 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         # numbers N times). The others wait in the broadcast, which then gives every process's history
         # the main process's record.
         if accelerator.is_main_process and (config.evaluate_every_epoch or epoch + 1 == config.epochs):
-            record["validation"] = {task: evaluate_task(unwrapped, task, split, feats, config.eval_batch_size)
-                                    for task, (split, feats) in eval_sets.items()}
+            with plain_forward(unwrapped):  # fp32 even under mixed precision (precision.py)
+                record["validation"] = {task: evaluate_task(unwrapped, task, split, feats, config.eval_batch_size)
+                                        for task, (split, feats) in eval_sets.items()}
             if stsb_pairs is not None:
                 record["stsb_spearman"] = stsb_spearman(unwrapped.encoder, stsb_pairs, config.eval_batch_size)
         record = broadcast_object_list([record])[0]
@@ -288,6 +295,7 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         if checkpoint_dir is not None:
             write_checkpoint(epoch + 1, None)
     progress.close()
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # the caller's model runs in fp32 again
     if output_dir is not None and accelerator.is_main_process:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         (Path(output_dir) / "history.json").write_text(json.dumps(history, indent=1))

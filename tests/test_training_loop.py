@@ -6,7 +6,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from datasets import Dataset
 
-from mtl_utils import training
+from mtl_utils import precision, training
 from mtl_utils.encoder import SentenceEncoder
 from mtl_utils.freezing import apply_freezing, set_trainable
 from mtl_utils.model import MultiTaskModel
@@ -86,7 +86,9 @@ def fresh_accelerate_state():
 def test_the_feature_cache_is_built_after_placement_under_autocast(monkeypatch, fresh_accelerate_state):
     """A frozen backbone is encoded where and as training would run it: after accelerator.prepare has
     placed the model (on this CPU-only machine the device is the CPU either way: the order is what
-    is checked), on the model's device, and under the run's mixed precision (bf16 also works on CPUs)."""
+    is checked), on the model's device, and under the run's mixed precision (bf16, forced: this CPU
+    may lack fast bf16, and train() would then fall back to fp32)."""
+    monkeypatch.setattr(precision, "cpu_bf16_is_fast", lambda: True)
     model, features = model_and_features("backbone")
     events = []
     prepare = Accelerator.prepare
