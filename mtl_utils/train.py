@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
                 if args.max_eval_samples:
                     split = split.select(range(min(args.max_eval_samples, len(split))))
                 held_out[(spec.name, split_name)] = (split, tokenize_split(split, spec, tokenizer, args.max_length))
-        per_epoch_note = f" ({per_epoch[spec.name]:,} per epoch)" if spec.name in per_epoch else ""
+        capped = spec.name in per_epoch and per_epoch[spec.name] < len(train_split)  # else every example, each epoch
+        per_epoch_note = f" ({per_epoch[spec.name]:,} per epoch)" if capped else ""
         log(f"{spec.name}: {len(train_split):,} training examples{per_epoch_note}; held out: "
               + ", ".join(f"{s} {len(held_out[(spec.name, s)][0]):,}" for s in ("validation", "test") if (spec.name, s) in held_out))
     stsb = None if args.no_stsb else load_stsb_validation(args.data_dir)
