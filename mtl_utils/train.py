@@ -20,7 +20,7 @@ import time
 import typing
 from pathlib import Path
 
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, set_seed
 
 from .data import DataUnavailableError, load_stsb_validation, resolve_data_dir
 from .evaluation import evaluate_task, stsb_spearman
@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     quiet_libraries()
     started = time.perf_counter()
 
+    set_seed(args.seed)  # the heads' (and adapters') initial weights: --seed decides them, not what ran before
     model = MultiTaskModel.from_config(model_config, specs)
     check_trainable(model, task_names)  # e.g. --freeze all: say so now, not after encoding the training set
     tokenizer = model.encoder.tokenizer

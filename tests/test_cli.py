@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+import torch
+
+from mtl_utils import train as cli
 from mtl_utils.train import main, parse_caps
 from tests.conftest import REPO
 
@@ -59,6 +62,32 @@ def test_tiny_training_run_writes_metrics_and_model(shared_data, tmp_path, capfd
     # validation as after the last epoch: the same model on the same split, the same numbers
     assert history["epochs"][-1]["validation"] == {task: s["validation"] for task, s in written["tasks"].items()}
     assert (out / "model" / "heads.safetensors").is_file()
+
+
+class _Built(Exception):
+    """Raised right after main() has built its model: these tests need nothing more."""
+
+
+def initial_heads(monkeypatch, shared_data, tmp_path, seed: int) -> dict:
+    built = {}
+
+    def stop(model, tasks):
+        built.update({name: p.detach().clone() for name, p in model.heads.named_parameters()})
+        raise _Built
+
+    monkeypatch.setattr(cli, "check_trainable", stop)
+    torch.rand(int(torch.randint(1, 100, ()).item()))  # whatever ran before main() drew from torch's generator
+    with pytest.raises(_Built):
+        main(["--data-dir", str(shared_data), "--seed", str(seed), "--output-dir", str(tmp_path / "run")])
+    return built
+
+
+def test_seed_decides_the_initial_heads(monkeypatch, shared_data, tmp_path):
+    first, again = (initial_heads(monkeypatch, shared_data, tmp_path, 7) for _ in range(2))
+    other = initial_heads(monkeypatch, shared_data, tmp_path, 8)
+    assert first.keys() == other.keys() and len(first) >= 4
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not any(torch.equal(first[name], other[name]) for name in first if name.endswith("weight"))
 
 
 def test_caps():
