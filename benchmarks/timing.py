@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from mtl_utils.precision import cpu_bf16_is_fast
+
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "benchmarks.json"
 
 
@@ -29,8 +31,6 @@ def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) 
 def machine() -> dict:
     """What the timings ran on: machines differ between runs here (one day's 2-core CPU had AVX512 and
     bf16 units, another's AVX2 alone, with half the matmul speed), so every entry names its own."""
-    from mtl_utils.precision import cpu_bf16_is_fast
-
     model = platform.processor() or platform.machine()
     if Path("/proc/cpuinfo").is_file():
         names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

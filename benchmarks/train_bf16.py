@@ -17,7 +17,7 @@ import time
 import torch
 
 from mtl_utils.data import load_sst2
-from mtl_utils.precision import cpu_bf16_is_fast
+from mtl_utils.precision import cpu_bf16_is_fast, matmul_seconds
 from ner_training import grouped_batches, ner_setup, parse_arguments, train_steps
 from timing import machine, report
 
@@ -27,15 +27,8 @@ if force:
 args = parse_arguments(__doc__.split("\n")[0])
 
 
-def matmul_gflops(dtype: torch.dtype, size: int = 512) -> float:
-    a = torch.randn(size, size).to(dtype)
-    a @ a
-    start = time.perf_counter()
-    a @ a
-    return 2 * size ** 3 / (time.perf_counter() - start) / 1e9
-
-
-matmul = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+matmul = {name: 2 * 512 ** 3 / matmul_seconds(dtype, size=512, repeats=1) / 1e9
+          for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
 names = ("train_bf16_vs_fp32_ratio", "encode_bf16_vs_fp32_ratio")
 if not cpu_bf16_is_fast() and not force:
     print(f"this CPU has no fast bf16 (512 x 512 matmul: bf16 {matmul['bf16']:.1f} vs fp32 {matmul['fp32']:.1f} "

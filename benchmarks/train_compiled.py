@@ -4,7 +4,8 @@ same model, length-grouped batches (a new sequence length almost every batch) an
 The model is compiled with `dynamic=True`, so that the batches' changing lengths are one symbolic size
 rather than one compilation each; the script counts the graphs compiled. The arms alternate in one
 process (median of the repeats after the compiling round); the compile time is the compiling round's
-time minus an eager round's, and "pays within" says after how many default-run steps it is paid back.
+time minus an eager round's, and `pays_back_after_steps` says after how many steps it is paid back
+(none if the compiled step is not faster).
 
     python benchmarks/train_compiled.py [--steps 30 --repeats 3 --batch-size 32]
 """

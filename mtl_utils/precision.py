@@ -20,8 +20,21 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("no", "bf16", "fp16")
 
 
+def matmul_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 3) -> float:
+    """The best of `repeats` timings of one size x size matrix product in `dtype`, after a warm-up.
+    Its own random generator: probing must not move the global one (dropout, heads)."""
+    matrix = torch.rand(size, size, generator=torch.Generator().manual_seed(0)).to(dtype)
+    matrix @ matrix
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matrix @ matrix
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 @functools.lru_cache(maxsize=None)
-def cpu_bf16_is_fast(size: int = 256, repeats: int = 3) -> bool:
+def cpu_bf16_is_fast() -> bool:
     """Whether a bf16 matrix product runs faster than an fp32 one on this CPU.
 
     CPUs with bf16 units (AVX512-BF16, AMX) run it about twice as fast; the others emulate it, which
@@ -31,18 +44,7 @@ def cpu_bf16_is_fast(size: int = 256, repeats: int = 3) -> bool:
     supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     if supported is not None and not supported():
         return False
-    fp32 = torch.randn(size, size)
-
-    def best_seconds(matrix: torch.Tensor) -> float:
-        matrix @ matrix  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            matrix @ matrix
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    return best_seconds(fp32.to(torch.bfloat16)) < best_seconds(fp32)
+    return matmul_seconds(torch.bfloat16) < matmul_seconds(torch.float32)
 
 
 def check_mixed_precision(value: str) -> None:

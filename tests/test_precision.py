@@ -80,6 +80,10 @@ def test_unknown_mixed_precision_is_a_clear_error():
         TrainConfig(mixed_precision="bf32")
 
 
-def test_the_probe_answers_and_remembers():
+def test_the_probe_answers_remembers_and_leaves_the_global_generator_alone():
+    precision.cpu_bf16_is_fast.cache_clear()
+    state = torch.get_rng_state()
     first = precision.cpu_bf16_is_fast()
+    precision.matmul_seconds(torch.float32)  # the timing part (oneDNN may answer before it)
+    assert torch.equal(torch.get_rng_state(), state)  # train() probes after seeding: dropout must not move
     assert isinstance(first, bool) and precision.cpu_bf16_is_fast() is first
