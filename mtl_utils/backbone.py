@@ -121,13 +121,18 @@ def backbone_layout(model: nn.Module) -> BackboneLayout:
     """Embeddings and transformer layers (bottom to top) of a BERT/MiniLM, RoBERTa or DistilBERT model.
 
     `load_backbone` removes the pooler, so a backbone loaded there has no parameters outside these."""
-    encoder = getattr(model, "encoder", None)  # BERT, MiniLM, RoBERTa, XLM-R, ELECTRA
-    transformer = getattr(model, "transformer", None)  # DistilBERT
-    if hasattr(model, "embeddings") and encoder is not None and hasattr(encoder, "layer"):
-        return BackboneLayout(model.embeddings, encoder.layer)
-    if hasattr(model, "embeddings") and transformer is not None and hasattr(transformer, "layer"):
-        return BackboneLayout(model.embeddings, transformer.layer)
+    # encoder: BERT, MiniLM, RoBERTa, XLM-R, ELECTRA; transformer: DistilBERT
+    for stack in (getattr(model, "encoder", None), getattr(model, "transformer", None)):
+        if hasattr(model, "embeddings") and hasattr(stack, "layer"):
+            return BackboneLayout(model.embeddings, stack.layer)
     raise UnsupportedArchitectureError(
         f"unsupported backbone architecture {type(model).__name__}: expected BERT/MiniLM/RoBERTa "
         "(embeddings + encoder.layer) or DistilBERT (embeddings + transformer.layer)"
     )
+
+
+def named_blocks(backbone: nn.Module, heads: nn.ModuleDict | None = None) -> list[tuple[str, nn.Module]]:
+    """("embeddings", ...), ("layer.0", ...), ... bottom to top, then ("head.TASK", ...) for each of `heads`."""
+    layout = backbone_layout(backbone)
+    return ([("embeddings", layout.embeddings)] + [(f"layer.{i}", layer) for i, layer in enumerate(layout.layers)]
+            + [(f"head.{name}", head) for name, head in (heads or {}).items()])

@@ -8,13 +8,10 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Row indices cut into batches, longest first (ties keep input order)."""
-    order = np.argsort([-n for n in lengths], kind="stable").tolist()
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+from .tokenization import pad_batch
 
 
 def map_in_length_order(lengths: Sequence[int], batch_size: int, run: Callable[[list[int]], Sequence],
@@ -24,11 +21,37 @@ def map_in_length_order(lengths: Sequence[int], batch_size: int, run: Callable[[
     `progress` names a tqdm bar (None: no bar).
     """
     outputs: list = [None] * len(lengths)
-    batches = length_sorted_batches(lengths, batch_size)
-    for rows in tqdm(batches, desc=progress, disable=progress is None):
+    order = np.argsort([-n for n in lengths], kind="stable").tolist()  # longest first, ties in input order
+    for start in tqdm(range(0, len(order), batch_size), desc=progress, disable=progress is None):
+        rows = order[start:start + batch_size]
         for row, output in zip(rows, run(rows)):
             outputs[row] = output
     return outputs
+
+
+def run_in_eval(module: torch.nn.Module, features: dict[str, list], batch_size: int, run: Callable[[list[int]], Sequence],
+                progress: str | None = None) -> list:
+    """map_in_length_order over the rows of `features` (by input_ids length) with `module` in eval mode
+    (no dropout); its mode is restored afterwards."""
+    was_training = module.training
+    module.eval()
+    outputs = map_in_length_order([len(ids) for ids in features["input_ids"]], batch_size, run, progress)
+    module.train(was_training)
+    return outputs
+
+
+@torch.no_grad()
+def map_backbone(model, features: dict[str, list], batch_size: int, read: Callable) -> list:
+    """`read(token_states, attention_mask)`, one output per row, of every length-sorted batch of `features`:
+    one backbone pass each, in eval mode, without a task (no adapter, no routing)."""
+    device = next(model.parameters()).device
+
+    def run(rows: list[int]) -> Sequence:
+        batch = pad_batch(select(features, rows, ("input_ids", "attention_mask")), model.encoder.tokenizer.pad_token_id)
+        mask = batch["attention_mask"].to(device)
+        return read(model.token_states(None, batch["input_ids"].to(device), mask), mask)
+
+    return run_in_eval(model, features, batch_size, run)
 
 
 def select(features: dict[str, list], rows: Sequence[int], keys: Sequence[str]) -> list[dict]:

@@ -106,8 +106,34 @@ def save_training_state(directory: str | os.PathLike, epoch: int, step: int, mod
     final = root / (f"epoch-{epoch}" if within_epoch is None else f"step-{step}")
     tmp = root / f"{final.name}.tmp"
     try:
-        kept = _write_checkpoint(root, final, tmp, epoch, step, model, optimizer, scheduler, history, rng_states,
-                                 within_epoch, keep)
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        _save_tensors({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        optimizer_state = optimizer.state_dict()
+        tensors, scalars = {}, {}
+        for index, state in optimizer_state["state"].items():
+            for key, value in state.items():
+                if torch.is_tensor(value):
+                    tensors[f"state.{index}.{key}"] = value.detach().contiguous().cpu()
+                else:
+                    scalars[f"{index}.{key}"] = value
+        for process, rng in enumerate(rng_states):
+            tensors[f"rng.{process}.torch"] = rng["torch"]
+            if rng["cuda"] is not None:
+                tensors[f"rng.{process}.cuda"] = rng["cuda"]
+        _save_tensors(tensors, tmp / "optimizer.safetensors")
+        _write_json(tmp / "state.json", {
+            "epoch": epoch, "step": step, "within_epoch": within_epoch, "history": history,
+            "optimizer": {"param_groups": optimizer_state["param_groups"], "scalars": scalars},
+            "scheduler": scheduler.state_dict(),
+            "rng": [{"python": rng["python"], "numpy": rng["numpy"]} for rng in rng_states],
+        })
+        shutil.rmtree(final, ignore_errors=True)  # a leftover no latest.json names (a kill before it did)
+        os.replace(tmp, final)
+        kept = [name for name in kept_checkpoints(root) if name != final.name][-(keep - 1):] if keep > 1 else []
+        kept.append(final.name)
+        _write_json(root / LATEST, {"epoch": epoch, "step": step, "path": final.name, "kept": kept})
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if final.name not in kept_checkpoints(root):  # renamed, but latest.json could not name it
@@ -124,40 +150,6 @@ def save_training_state(directory: str | os.PathLike, epoch: int, step: int, mod
         if old.name.startswith(("epoch-", "step-")) and old.name not in kept:
             shutil.rmtree(old, ignore_errors=True)
     return final
-
-
-def _write_checkpoint(root: Path, final: Path, tmp: Path, epoch: int, step: int, model: torch.nn.Module,
-                      optimizer: torch.optim.Optimizer, scheduler, history: dict, rng_states: list[dict],
-                      within_epoch: dict | None, keep: int) -> list[str]:
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    _save_tensors({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-    optimizer_state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, state in optimizer_state["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"state.{index}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{index}.{key}"] = value
-    for process, rng in enumerate(rng_states):
-        tensors[f"rng.{process}.torch"] = rng["torch"]
-        if rng["cuda"] is not None:
-            tensors[f"rng.{process}.cuda"] = rng["cuda"]
-    _save_tensors(tensors, tmp / "optimizer.safetensors")
-    _write_json(tmp / "state.json", {
-        "epoch": epoch, "step": step, "within_epoch": within_epoch, "history": history,
-        "optimizer": {"param_groups": optimizer_state["param_groups"], "scalars": scalars},
-        "scheduler": scheduler.state_dict(),
-        "rng": [{"python": rng["python"], "numpy": rng["numpy"]} for rng in rng_states],
-    })
-    shutil.rmtree(final, ignore_errors=True)  # a leftover no latest.json names (a kill before it did)
-    os.replace(tmp, final)
-    kept = [name for name in kept_checkpoints(root) if name != final.name][-(keep - 1):] if keep > 1 else []
-    kept.append(final.name)
-    _write_json(root / LATEST, {"epoch": epoch, "step": step, "path": final.name, "kept": kept})
-    return kept
 
 
 def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -184,11 +176,8 @@ def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, op
     for group in optimizer_state["param_groups"]:
         if "betas" in group:
             group["betas"] = tuple(group["betas"])
-    for name, value in tensors.items():
-        if name.startswith("state."):
-            _, index, key = name.split(".", 2)
-            optimizer_state["state"].setdefault(int(index), {})[key] = value
-    for name, value in state["optimizer"]["scalars"].items():
+    saved = [(name.removeprefix("state."), value) for name, value in tensors.items() if name.startswith("state.")]
+    for name, value in saved + list(state["optimizer"]["scalars"].items()):  # "<index>.<key>": tensors, then the rest
         index, key = name.split(".", 1)
         optimizer_state["state"].setdefault(int(index), {})[key] = value
     try:

@@ -82,7 +82,8 @@ def read_conll(path: str | os.PathLike, labels: list[str] = CONLL_NER_LABELS, ta
     word_tags: list[str] = []
     n_columns = None
     label_set = set(labels)
-    for number, line in enumerate(_read_lines(path), start=1):
+    # A final blank line ends the last sentence even in a file that does not end with one.
+    for number, line in enumerate(_read_lines(path) + [""], start=1):
         if not line.strip():
             if words:
                 sentences.append(words)
@@ -103,9 +104,6 @@ def read_conll(path: str | os.PathLike, labels: list[str] = CONLL_NER_LABELS, ta
             raise DataFormatError(f"{path}:{number}: tag {tag!r} is not in the label set {labels}")
         words.append(columns[0])
         word_tags.append(tag)
-    if words:  # a file that does not end with a blank line still ends its last sentence
-        sentences.append(words)
-        tags.append(word_tags)
     if not sentences:
         raise DataFormatError(f"{path}: no sentences found (empty dataset)")
     return {"tokens": sentences, "tags": tags}
@@ -255,12 +253,10 @@ def _decode_hub_ids(ids: list[int], names: list[str], dataset: str, split: str, 
 
 def load_conll2003(data_dir: str | os.PathLike | None = None) -> DatasetDict:
     """CoNLL-2003 NER: train / validation / test with string IOB2 tags."""
-    root = resolve_data_dir(data_dir)
+    root, splits = resolve_data_dir(data_dir), ("train", "validation", "test")
     if root is not None:
-        return DatasetDict({split: Dataset.from_dict(read_conll(root / "conll2003" / f"{split}.txt"))
-                            for split in ("train", "validation", "test")})
+        return DatasetDict({split: Dataset.from_dict(read_conll(root / "conll2003" / f"{split}.txt")) for split in splits})
     hub = _from_hub("conll2003")
-    splits = ("train", "validation", "test")
     _check_hub_columns(hub, "conll2003", splits, ("tokens", "ner_tags"))
     names = _names_from_hub(hub["train"], "conll2003", "ner_tags", CONLL_NER_LABELS)
     return DatasetDict({
@@ -273,12 +269,10 @@ def load_conll2003(data_dir: str | os.PathLike | None = None) -> DatasetDict:
 
 def load_sst2(data_dir: str | os.PathLike | None = None) -> DatasetDict:
     """SST-2: train / validation (the GLUE test split has no labels, so it is not loaded)."""
-    root = resolve_data_dir(data_dir)
+    root, splits = resolve_data_dir(data_dir), ("train", "validation")
     if root is not None:
-        return DatasetDict({split: Dataset.from_dict(read_sst2_tsv(root / "sst2" / f"{split}.tsv"))
-                            for split in ("train", "validation")})
+        return DatasetDict({split: Dataset.from_dict(read_sst2_tsv(root / "sst2" / f"{split}.tsv")) for split in splits})
     hub = _from_hub("sst2")
-    splits = ("train", "validation")
     _check_hub_columns(hub, "sst2", splits, ("sentence", "label"))
     names = _names_from_hub(hub["train"], "sst2", "label", SST2_LABELS)
     return DatasetDict({

@@ -15,9 +15,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .batching import map_in_length_order, select
+from .batching import map_backbone
 from .pooling import pool
-from .tokenization import pad_batch
 
 DISTANCES = ("cosine", "mse")
 
@@ -29,22 +28,10 @@ def check_distillation(weight: float, distance: str) -> None:
         raise ValueError(f"unknown distillation distance {distance!r}; choose one of {', '.join(DISTANCES)}")
 
 
-@torch.no_grad()
 def teacher_vectors(model, features: dict[str, list], batch_size: int = 128) -> torch.Tensor:
     """(examples, hidden): the encoder's pooled vector of every example, now, without dropout."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-
-    def run(rows: list[int]) -> torch.Tensor:
-        batch = pad_batch(select(features, rows, ("input_ids", "attention_mask")), model.encoder.tokenizer.pad_token_id)
-        mask = batch["attention_mask"].to(device)
-        states = model.token_states(None, batch["input_ids"].to(device), mask)
-        return pool(states, mask, model.encoder.pooling).float().cpu()
-
-    vectors = torch.stack(map_in_length_order([len(ids) for ids in features["input_ids"]], batch_size, run))
-    model.train(was_training)
-    return vectors
+    return torch.stack(map_backbone(model, features, batch_size,
+                                    lambda states, mask: pool(states, mask, model.encoder.pooling).float().cpu()))
 
 
 def embedding_distance(student: torch.Tensor, teacher: torch.Tensor, distance: str = "cosine") -> torch.Tensor:

@@ -4,9 +4,9 @@ Saved as a folder that `sentence_transformers.SentenceTransformer(folder)` also 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +15,10 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .backbone import DEFAULT_MODEL, load_backbone
-from .batching import map_in_length_order, select
+from .batching import run_in_eval, select
 from .pooling import check_pooling, normalize, pool
 from .serialization import give_default_mode
-from .tokenization import pad_batch
+from .tokenization import pad_batch, tokenize_sentences
 
 
 class SentenceEncoder(nn.Module):
@@ -41,15 +41,13 @@ class SentenceEncoder(nn.Module):
     def from_pretrained(cls, name_or_path: str = DEFAULT_MODEL, pooling: str = "mean", normalize: bool = True,
                         max_length: int = 256) -> "SentenceEncoder":
         check_pooling(pooling)
-        settings_file = Path(name_or_path) / "mtl_encoder.json"
+        settings_file, source = Path(name_or_path) / "mtl_encoder.json", str(name_or_path)
         if settings_file.is_file():  # a folder written by save_pretrained keeps its own settings
             settings = json.loads(settings_file.read_text())
             pooling, normalize, max_length = settings["pooling"], settings["normalize"], settings["max_length"]
-            name_or_path_for_config = settings.get("name_or_path", str(name_or_path))
-        else:
-            name_or_path_for_config = str(name_or_path)
+            source = settings.get("name_or_path", source)
         backbone, tokenizer = load_backbone(str(name_or_path))
-        return cls(backbone, tokenizer, pooling, normalize, max_length, name_or_path_for_config)
+        return cls(backbone, tokenizer, pooling, normalize, max_length, source)
 
     @property
     def hidden_size(self) -> int:
@@ -59,28 +57,14 @@ class SentenceEncoder(nn.Module):
         """The backbone's last hidden states, (batch, seq, hidden)."""
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-    def sentence_vectors(self, token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        vectors = pool(token_states, attention_mask, self.pooling)
-        return normalize(vectors) if self.normalize else vectors
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.encode_without_adapters:
-            with self.backbone.disable_adapter():
-                return self.sentence_vectors(self.token_states(input_ids, attention_mask), attention_mask)
-        return self.sentence_vectors(self.token_states(input_ids, attention_mask), attention_mask)
+        with self.backbone.disable_adapter() if self.encode_without_adapters else contextlib.nullcontext():
+            vectors = pool(self.token_states(input_ids, attention_mask), attention_mask, self.pooling)
+        return normalize(vectors) if self.normalize else vectors
 
     def with_backbone(self, backbone: PreTrainedModel) -> "SentenceEncoder":
         """The same encoder settings and tokenizer around another backbone (e.g. LoRA merged or removed)."""
         return SentenceEncoder(backbone, self.tokenizer, self.pooling, self.normalize, self.max_length, self.name_or_path)
-
-    def tokenize(self, sentences: list[str]) -> dict[str, list[list[int]]]:
-        """Token ids without padding, truncated to max_length (with a warning saying how many were cut)."""
-        encoded = self.tokenizer(list(sentences), truncation=False, add_special_tokens=True)
-        too_long = sum(len(ids) > self.max_length for ids in encoded["input_ids"])
-        if too_long:
-            warnings.warn(f"{too_long} sentence(s) longer than {self.max_length} tokens were truncated", stacklevel=3)
-            encoded = self.tokenizer(list(sentences), truncation=True, max_length=self.max_length)
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     @torch.inference_mode()
     def encode(self, sentences: list[str], batch_size: int = 64, show_progress: bool = False,
@@ -91,18 +75,14 @@ class SentenceEncoder(nn.Module):
         if len(sentences) == 0:
             empty = torch.empty(0, self.hidden_size)
             return empty if convert_to_tensor else empty.numpy()
-        was_training = self.training
-        self.eval()
         device = next(self.parameters()).device
-        encoded = self.tokenize(sentences)
+        encoded = tokenize_sentences(self.tokenizer, sentences, self.max_length, "encode()")  # warns of cut ones
 
         def run(rows: list[int]) -> torch.Tensor:
             batch = pad_batch(select(encoded, rows, ("input_ids", "attention_mask")), self.tokenizer.pad_token_id)
             return self(batch["input_ids"].to(device), batch["attention_mask"].to(device)).float().cpu()
 
-        vectors = torch.stack(map_in_length_order([len(ids) for ids in encoded["input_ids"]], batch_size, run,
-                                                  progress="encode" if show_progress else None))
-        self.train(was_training)
+        vectors = torch.stack(run_in_eval(self, encoded, batch_size, run, "encode" if show_progress else None))
         return vectors if convert_to_tensor else vectors.numpy()
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:

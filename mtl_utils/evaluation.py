@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from datasets import Dataset
 
-from .batching import map_in_length_order, select
+from .batching import run_in_eval, select
 from .encoder import SentenceEncoder
 from .metrics import spearman
 from .model import MultiTaskModel
@@ -16,8 +16,6 @@ def evaluate_task(model: MultiTaskModel, task: str, split: Dataset, features: di
     """Metrics of one task on one labelled split (features = tokenize_split of the same split)."""
     spec = model.tasks[task]
     kind = spec.task_kind
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     examples = select(features, range(len(features["input_ids"])), ("labelled_words", "word_starts", "num_words"))
 
@@ -27,9 +25,7 @@ def evaluate_task(model: MultiTaskModel, task: str, split: Dataset, features: di
         logits = model(task, **batch)["logits"].float().cpu()
         return [kind.decode(spec, row_logits, examples[i]) for i, row_logits in zip(rows, logits)]
 
-    predictions = map_in_length_order([len(ids) for ids in features["input_ids"]], batch_size, run)
-    model.train(was_training)
-    return kind.score(spec, kind.gold(split, features), predictions)
+    return kind.score(spec, kind.gold(split, features), run_in_eval(model, features, batch_size, run))
 
 
 @torch.inference_mode()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .backbone import backbone_layout
+from .backbone import named_blocks
 from .data import load_conll2003, load_sst2, load_stsb_validation
 from .encoder import SentenceEncoder
 from .evaluation import evaluate_task, stsb_spearman
@@ -105,11 +105,9 @@ def snapshot_backbone(model: MultiTaskModel) -> dict[str, torch.Tensor]:
 
 def layer_change(model: MultiTaskModel, reference: dict[str, torch.Tensor]) -> dict[str, float]:
     """How far each part of the backbone moved: ||W - W0|| / ||W0|| over all its parameters."""
-    layout = backbone_layout(model.encoder.backbone)
-    parts = [("embeddings", layout.embeddings)] + [(f"layer.{i}", layer) for i, layer in enumerate(layout.layers)]
     names = {id(p): n for n, p in model.encoder.backbone.named_parameters()}
     change = {}
-    for part, module in parts:
+    for part, module in named_blocks(model.encoder.backbone):
         moved = total = 0.0
         for parameter in module.parameters():
             before = reference[names[id(parameter)]]

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .batching import map_in_length_order, select
-from .tokenization import pad_batch
+from .batching import map_backbone
 
 if TYPE_CHECKING:
     from .model import MultiTaskModel
@@ -25,23 +24,12 @@ def backbone_is_frozen(model: "MultiTaskModel") -> bool:
     return not any(p.requires_grad for p in model.encoder.parameters())
 
 
-@torch.no_grad()
 def cache_head_inputs(model: "MultiTaskModel", task: str, features: dict[str, list],
                       batch_size: int = 128) -> list[torch.Tensor]:
     """Per example, in order: the tensor `task`'s head reads, on the CPU ((hidden,) or (tokens, hidden))."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-
-    def run(rows: list[int]) -> list[torch.Tensor]:
-        batch = pad_batch(select(features, rows, ("input_ids", "attention_mask")), model.encoder.tokenizer.pad_token_id)
-        mask = batch["attention_mask"].to(device)
-        states = model.token_states(None, batch["input_ids"].to(device), mask)
-        return model.tasks[task].task_kind.cache_rows(model.head_input(task, states, mask).float().cpu(), mask.cpu())
-
-    cached = map_in_length_order([len(ids) for ids in features["input_ids"]], batch_size, run)
-    model.train(was_training)
-    return cached
+    kind = model.tasks[task].task_kind
+    return map_backbone(model, features, batch_size,
+                        lambda states, mask: kind.cache_rows(model.head_input(task, states, mask).float().cpu(), mask.cpu()))
 
 
 class CachedExamples(torch.utils.data.Dataset):

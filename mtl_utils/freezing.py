@@ -26,15 +26,14 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .backbone import backbone_layout
-from .lora import adapter_parameters
+from .backbone import backbone_layout, named_blocks
+from .lora import adapter_parameters, all_adapters_trainable
 
 SCENARIOS = ("none", "all", "backbone", "embeddings", "bottom:K", "head:TASK", "adapter:TASK")
 
 
 def set_trainable(module: nn.Module, trainable: bool) -> None:
-    for parameter in module.parameters():
-        parameter.requires_grad_(trainable)
+    module.requires_grad_(trainable)
 
 
 def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
@@ -47,8 +46,7 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
         if name == "none" and not argument:
             set_trainable(model, True)
             if getattr(model, "lora", None):  # with LoRA, the base weights never train
-                for parameter_name, parameter in model.encoder.backbone.named_parameters():
-                    parameter.requires_grad_("lora_" in parameter_name)
+                all_adapters_trainable(model.encoder.backbone)
         elif name == "all" and not argument:
             set_trainable(model, False)
         elif name == "backbone" and not argument:
@@ -58,16 +56,15 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
         elif name == "bottom" and argument:
             k = _parse_k(argument, part, lowest=0, highest=n_layers)
             set_trainable(layout.embeddings, False)
-            for layer in layout.layers[:k]:
-                set_trainable(layer, False)
+            set_trainable(layout.layers[:k], False)
         elif name == "head" and argument:
-            _check_task(model, part, argument)
+            _check_task(model, f"freezing {part!r}", argument)
             set_trainable(model.heads[argument], False)
         elif name == "adapter" and argument:
             lora = getattr(model, "lora", None)
             if not (lora and lora["per_task"]):
                 raise ValueError(f"freezing {part!r}: the model has no per-task LoRA adapters")
-            _check_task(model, part, argument)
+            _check_task(model, f"freezing {part!r}", argument)
             for parameter in adapter_parameters(model.encoder.backbone, argument):
                 parameter.requires_grad_(False)
         else:
@@ -77,9 +74,9 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
     return model
 
 
-def _check_task(model: nn.Module, part: str, task: str) -> None:
+def _check_task(model: nn.Module, where: str, task: str) -> None:
     if task not in model.heads:
-        raise ValueError(f"freezing {part!r}: unknown task {task!r}; this model has {', '.join(model.heads)}")
+        raise ValueError(f"{where}: unknown task {task!r}; this model has {', '.join(model.heads)}")
 
 
 def gradual_unfreezing(n_layers: int, stages: int) -> list[str]:
@@ -110,8 +107,7 @@ def route_task(model: nn.Module, task: str, top_k: int | None) -> None:
     The lower layers and the embeddings still run for that task's batches, but without gradients,
     so they cost no backward pass and AdamW skips them (their .grad stays None).
     """
-    if task not in model.heads:
-        raise ValueError(f"layer routing: unknown task {task!r}; this model has {', '.join(model.heads)}")
+    _check_task(model, "layer routing", task)
     n_layers = len(backbone_layout(model.encoder.backbone).layers)
     if top_k is None:
         model.layer_routing.pop(task, None)
@@ -144,12 +140,8 @@ def lower_layers_without_grad(backbone: nn.Module, n_lower: int) -> Iterator[Non
 
 def parameter_report(model: nn.Module) -> list[dict]:
     """Trainable and frozen parameter counts per module (embeddings, each layer, each head)."""
-    layout = backbone_layout(model.encoder.backbone)
-    modules: list[tuple[str, nn.Module]] = [("embeddings", layout.embeddings)]
-    modules += [(f"layer.{i}", layer) for i, layer in enumerate(layout.layers)]
-    modules += [(f"head.{name}", head) for name, head in model.heads.items()]
     rows = []
-    for name, module in modules:
+    for name, module in named_blocks(model.encoder.backbone, model.heads):
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
         rows.append({"module": name, "trainable": trainable, "frozen": frozen})

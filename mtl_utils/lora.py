@@ -62,7 +62,7 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: s
         backbone = peft.get_peft_model(model.encoder.backbone, config, adapter_name=names[0])
         for name in names[1:]:
             backbone.add_adapter(name, config)
-    _all_adapters_trainable(backbone)
+    all_adapters_trainable(backbone)
     model.encoder.backbone = backbone
     model.encoder.encode_without_adapters = per_task  # per task: encode() is the pretrained encoder
     model.lora = {"rank": rank, "alpha": alpha or 2 * rank, "targets": targets, "per_task": per_task}
@@ -85,15 +85,11 @@ def adapter_parameters(backbone: nn.Module, task: str) -> list[nn.Parameter]:
     return [p for n, p in backbone.named_parameters() if any(name in n for name in names)]
 
 
-def is_lora_parameter(name: str) -> bool:
-    return "lora_" in name
-
-
-def _all_adapters_trainable(backbone: nn.Module) -> None:
-    """Every adapter stays in the optimizer; a batch gives gradients only to the adapter it ran, and
-    AdamW skips parameters without a gradient (no update, no weight decay)."""
+def all_adapters_trainable(backbone: nn.Module) -> None:
+    """Every adapter stays in the optimizer, the base weights never train; a batch gives gradients only to
+    the adapter it ran, and AdamW skips parameters without a gradient (no update, no weight decay)."""
     for name, parameter in backbone.named_parameters():
-        parameter.requires_grad_(is_lora_parameter(name))
+        parameter.requires_grad_("lora_" in name)
 
 
 def use_adapter(backbone: nn.Module, name: str) -> None:
@@ -127,7 +123,7 @@ def load_adapters(model: nn.Module, directory: Path, lora: dict) -> None:
                                                   adapter_name=names[0], is_trainable=True)
         for name in names[1:]:
             backbone.load_adapter(directory / name, adapter_name=name, is_trainable=True)
-    _all_adapters_trainable(backbone)
+    all_adapters_trainable(backbone)
     model.encoder.backbone = backbone
     model.encoder.encode_without_adapters = lora["per_task"]
     model.lora = dict(lora)

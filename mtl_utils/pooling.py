@@ -15,19 +15,17 @@ def check_pooling(mode: str) -> str:
 
 def pool(token_states: torch.Tensor, attention_mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
     """(batch, seq, hidden) states and (batch, seq) mask -> (batch, hidden) sentence vectors."""
+    check_pooling(mode)
     if mode == "mean":
         # Average over real tokens only: padding would pull every short sentence towards the pad state.
         # In fp32 at least (bf16 states under mixed precision: a bf16 sum keeps ~3 digits).
         states = token_states.float() if token_states.dtype in (torch.bfloat16, torch.float16) else token_states
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    mask = attention_mask.unsqueeze(-1).to(token_states.dtype)
     if mode == "cls":
         return token_states[:, 0]
-    if mode == "max":
-        return token_states.masked_fill(mask == 0, torch.finfo(token_states.dtype).min).max(1).values
-    check_pooling(mode)
-    raise AssertionError("unreachable")
+    return token_states.masked_fill(  # "max": padding can never be the maximum
+        attention_mask.unsqueeze(-1) == 0, torch.finfo(token_states.dtype).min).max(1).values
 
 
 def normalize(vectors: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
+import timeit
 from contextlib import contextmanager
 
 import torch
@@ -25,12 +25,7 @@ def matmul_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 3) -> flo
     Its own random generator: probing must not move the global one (dropout, heads)."""
     matrix = torch.rand(size, size, generator=torch.Generator().manual_seed(0)).to(dtype)
     matrix @ matrix
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        matrix @ matrix
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(timeit.repeat(lambda: matrix @ matrix, number=1, repeat=repeats))
 
 
 @functools.lru_cache(maxsize=None)

@@ -5,7 +5,7 @@ import re
 
 import torch
 
-from .batching import map_in_length_order, select
+from .batching import run_in_eval, select
 from .lora import adapter_of
 from .tokenization import pad_batch, tokenize_words
 
@@ -27,8 +27,6 @@ def predict(model, texts: list[str], batch_size: int = 32) -> list[dict]:
     """
     if isinstance(texts, str):
         raise TypeError("predict() takes a list of sentences; wrap a single sentence in a list")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     words = [split_words(text) for text in texts]
     features = tokenize_words(model.encoder.tokenizer, [[w for w, _, _ in ws] for ws in words], model.encoder.max_length)
@@ -50,6 +48,4 @@ def predict(model, texts: list[str], batch_size: int = 32) -> list[dict]:
                 result[task] = spec.task_kind.describe(spec, row_logits, examples[i], words[i], texts[i])
         return results
 
-    outputs = map_in_length_order([len(ids) for ids in features["input_ids"]], batch_size, run) if texts else []
-    model.train(was_training)
-    return outputs
+    return run_in_eval(model, features, batch_size, run) if texts else []

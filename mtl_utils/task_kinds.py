@@ -14,7 +14,7 @@ from datasets import Dataset
 from seqeval.scheme import IOB2, Entities
 from torch import nn
 
-from .heads import SentenceClassificationHead, TokenClassificationHead
+from .heads import ClassificationHead
 from .metrics import classification_metrics, entity_metrics
 from .pooling import pool
 from .tokenization import IGNORE_INDEX, pad_batch, tokenize_sentences, tokenize_words
@@ -62,10 +62,10 @@ class SentenceClassification(TaskKind):
     name, headline = "sentence", "accuracy"
 
     def make_head(self, hidden_size, num_labels, dropout, word_shape_dim):
-        return SentenceClassificationHead(hidden_size, num_labels, dropout)
+        return ClassificationHead(hidden_size, num_labels, dropout)
 
     def tokenize(self, split, spec, tokenizer, max_length):
-        features = tokenize_sentences(tokenizer, list(split["text"]), max_length, spec.name)
+        features = tokenize_sentences(tokenizer, list(split["text"]), max_length, f"task {spec.name!r}")
         return {**features, "labels": [spec.label_id(label) for label in split["label"]]}
 
     def head_input(self, token_states, attention_mask, pooling):
@@ -98,7 +98,7 @@ class TokenClassification(TaskKind):
     batch_keys = ("input_ids", "attention_mask", "word_shape_ids", "labels")
 
     def make_head(self, hidden_size, num_labels, dropout, word_shape_dim):
-        return TokenClassificationHead(hidden_size, num_labels, dropout, word_shape_dim)
+        return ClassificationHead(hidden_size, num_labels, dropout, word_shape_dim)
 
     def tokenize(self, split, spec, tokenizer, max_length):
         return tokenize_words(tokenizer, list(split["tokens"]), max_length, list(split["tags"]), spec)

@@ -83,7 +83,7 @@ def tokenize_sentences(tokenizer: PreTrainedTokenizerBase, texts: list[str], max
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
     n_cut = sum(bool(e.overflowing) for e in encoded.encodings)
     if n_cut:
-        warnings.warn(f"task {name!r}: {n_cut} sentence(s) truncated to {max_length} tokens", stacklevel=3)
+        warnings.warn(f"{name}: {n_cut} sentence(s) truncated to {max_length} tokens", stacklevel=3)
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 

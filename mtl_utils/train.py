@@ -20,6 +20,8 @@ import time
 import typing
 from pathlib import Path
 
+import datasets
+import transformers
 from accelerate.utils import broadcast_object_list, set_seed
 
 from .data import DataUnavailableError, load_stsb_validation, resolve_data_dir
@@ -104,16 +106,6 @@ def resumed_args(given: argparse.Namespace, saved: dict, parser: argparse.Argume
     return args
 
 
-def quiet_libraries() -> None:
-    """No progress bars from transformers (loading, saving weights) or datasets: a run shows one bar,
-    training's own (none with --quiet)."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -146,7 +138,10 @@ def main(argv: list[str] | None = None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         if not args.resume:
             (out / "args.json").write_text(json.dumps(vars(args), indent=2))
-    quiet_libraries()
+    # No progress bars from transformers (loading, saving weights) or datasets: a run shows one bar,
+    # training's own (none with --quiet).
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
     started = time.perf_counter()
 
     set_seed(args.seed)  # the heads' (and adapters') initial weights: --seed decides them, not what ran before
