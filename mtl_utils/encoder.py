@@ -16,6 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .backbone import DEFAULT_MODEL, load_backbone
 from .batching import run_in_eval, select
+from .lora import without_adapters
 from .pooling import check_pooling, normalize, pool
 from .serialization import give_default_mode
 from .tokenization import pad_batch, tokenize_sentences
@@ -58,7 +59,7 @@ class SentenceEncoder(nn.Module):
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        with self.backbone.disable_adapter() if self.encode_without_adapters else contextlib.nullcontext():
+        with without_adapters(self.backbone) if self.encode_without_adapters else contextlib.nullcontext():
             vectors = pool(self.token_states(input_ids, attention_mask), attention_mask, self.pooling)
         return normalize(vectors) if self.normalize else vectors
 

@@ -101,6 +101,20 @@ def use_adapter(backbone: nn.Module, name: str) -> None:
             p.requires_grad_(n in trainable)
 
 
+@contextmanager
+def without_adapters(backbone: nn.Module):
+    """Run the pretrained encoder itself. peft's disable_adapter() re-activates on exit only the active
+    adapter and freezes the others (requires_grad False): an encode() between epochs would stop every
+    other task's adapter for the rest of training. So the flags are put back as they were."""
+    trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
+    try:
+        with backbone.disable_adapter():
+            yield
+    finally:
+        for n, p in backbone.named_parameters():
+            p.requires_grad_(n in trainable)
+
+
 def adapter_of(model: nn.Module, task: str | None) -> str | None:
     """The adapter a task's batches run (None: the model has no LoRA)."""
     lora = getattr(model, "lora", None)

@@ -62,6 +62,21 @@ def test_a_batch_of_one_task_never_updates_another_tasks_adapter():
     assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in model.named_parameters() if "lora_B.ner" in n)
 
 
+def test_encode_between_epochs_leaves_every_adapter_training():
+    """The STS-B probe calls encode(), which runs without adapters; leaving peft's disable_adapter()
+    re-activates only the active adapter and froze the others for the rest of training (found on the
+    full data: the NER adapter stopped after epoch 1)."""
+    model = lora_model(per_task=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(".ner." in n for n in trainable) and any(".sentiment." in n for n in trainable)
+    steps(model, ["ner", "sentiment"])
+    model.encoder.encode(SENTENCES)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable
+    ner = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B.ner" in n}
+    steps(model, ["ner"])
+    assert any(not torch.equal(ner[n], p) for n, p in model.named_parameters() if n in ner)
+
+
 def test_a_new_task_trains_its_own_adapter_and_leaves_the_old_tasks_bitwise_unchanged(tmp_path):
     model = lora_model(per_task=True)
     steps(model, ["ner", "sentiment"])
