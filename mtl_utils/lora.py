@@ -92,27 +92,32 @@ def all_adapters_trainable(backbone: nn.Module) -> None:
         parameter.requires_grad_("lora_" in name)
 
 
-def use_adapter(backbone: nn.Module, name: str) -> None:
-    """Make `name` the adapter the next backbone pass runs (peft would also freeze the others: undone)."""
-    if backbone.active_adapter != name:
-        trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
-        backbone.set_adapter(name)
+@contextmanager
+def trainable_flags_kept(backbone: nn.Module):
+    """peft's adapter switches (set_adapter, and leaving disable_adapter) also set requires_grad: on
+    for the adapter they activate, off for every other. What trains is training's decision, so the
+    flags are put back as they were."""
+    trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
+    try:
+        yield
+    finally:
         for n, p in backbone.named_parameters():
             p.requires_grad_(n in trainable)
+
+
+def use_adapter(backbone: nn.Module, name: str) -> None:
+    """Make `name` the adapter the next backbone pass runs."""
+    if backbone.active_adapter != name:
+        with trainable_flags_kept(backbone):
+            backbone.set_adapter(name)
 
 
 @contextmanager
 def without_adapters(backbone: nn.Module):
-    """Run the pretrained encoder itself. peft's disable_adapter() re-activates on exit only the active
-    adapter and freezes the others (requires_grad False): an encode() between epochs would stop every
-    other task's adapter for the rest of training. So the flags are put back as they were."""
-    trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
-    try:
-        with backbone.disable_adapter():
-            yield
-    finally:
-        for n, p in backbone.named_parameters():
-            p.requires_grad_(n in trainable)
+    """Run the pretrained encoder itself (encode() in per-task mode). Without the kept flags, an
+    encode() between epochs stopped every adapter but the active one for the rest of training."""
+    with trainable_flags_kept(backbone), backbone.disable_adapter():
+        yield
 
 
 def adapter_of(model: nn.Module, task: str | None) -> str | None:
