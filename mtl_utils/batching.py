@@ -16,10 +16,8 @@ from .tokenization import pad_batch
 
 def map_in_length_order(lengths: Sequence[int], batch_size: int, run: Callable[[list[int]], Sequence],
                         progress: str | None = None) -> list:
-    """`run(rows)` returns one output per row of a length-sorted batch; the outputs come back in input order.
-
-    `progress` names a tqdm bar (None: no bar).
-    """
+    """`run(rows)` returns one output per row of a length-sorted batch; the outputs come back in input order
+    (`progress`: the name of a tqdm bar; None, no bar)."""
     outputs: list = [None] * len(lengths)
     order = np.argsort([-n for n in lengths], kind="stable").tolist()  # longest first, ties in input order
     for start in tqdm(range(0, len(order), batch_size), desc=progress, disable=progress is None):

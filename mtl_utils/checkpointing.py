@@ -98,8 +98,6 @@ def save_training_state(directory: str | os.PathLike, epoch: int, step: int, mod
     where it stands: {"epoch_step": the batches of that epoch this process has trained on,
     "processes": how many processes, ...}, given back by load_training_state.
     `rng_states`: capture_rng_state() of every process, main first (default: this process's only).
-    A write that fails (OSError: a full disk, ...) raises CheckpointError; the temporary folder is
-    removed and latest.json still names the previous checkpoint.
     """
     rng_states = rng_states if rng_states is not None else [capture_rng_state()]
     root = Path(directory)

@@ -26,7 +26,6 @@ DATA_DIR_ENV = "MTL_DATA_DIR"
 FALLBACK_DATA_DIRS = [Path(__file__).resolve().parents[2] / "shared" / "data"]
 HUB_IDS = {"conll2003": "lhoestq/conll2003", "sst2": "stanfordnlp/sst2", "stsb": "sentence-transformers/stsb",
            "snips": "benayas/snips"}
-# JointBERT's intent_label.txt starts with UNK, a placeholder for intents unseen in training, not an intent.
 SNIPS_PLACEHOLDER_LABELS = ("UNK",)
 
 
@@ -76,10 +75,8 @@ def read_conll(path: str | os.PathLike, labels: list[str] = CONLL_NER_LABELS, ta
     after O is not repaired: strict seqeval scoring treats it as the start of an entity).
     """
     path = Path(path)
-    sentences: list[list[str]] = []
-    tags: list[list[str]] = []
-    words: list[str] = []
-    word_tags: list[str] = []
+    sentences, tags = [], []  # per sentence: its words, its tags
+    words, word_tags = [], []  # the sentence being read
     n_columns = None
     label_set = set(labels)
     # A final blank line ends the last sentence even in a file that does not end with one.
@@ -296,12 +293,10 @@ def load_snips_intent(data_dir: str | os.PathLike | None = None) -> DatasetDict:
     """SNIPS intent detection (Goo et al. 2018 split): train / validation / test, columns text and label
     (the intent name, one of SNIPS_INTENT_LABELS).
 
-    Locally: `snips/{train,validation,test}/{seq.in,label}` and `snips/intent_label.txt`. Without a data
-    directory: the Hub copy `benayas/snips` (parquet; columns `text`, `category` and splits train 13,084 /
-    test 1,400 per its dataset card, not tried from this project's offline environment). Its test split
-    holds the benchmark's validation and test utterances together, in an order that could not be checked,
-    so it is shuffled (seed 0) and halved into validation and test: 700 held-out utterances each, but not
-    the same 700 as in the local files, so the numbers of the two sources are not directly comparable.
+    Locally: `snips/{train,validation,test}/{seq.in,label}` and `snips/intent_label.txt`. Else the Hub copy
+    `benayas/snips` (columns `text`, `category`; train 13,084 / test 1,400 per its card; untried offline),
+    whose test split mixes the benchmark's validation and test utterances in an unchecked order: it is
+    shuffled (seed 0) and halved, 700 each, not the local files' 700 (the sources' numbers differ).
     """
     root = resolve_data_dir(data_dir)
     if root is not None:

@@ -19,12 +19,9 @@ def split_words(text: str) -> list[tuple[str, int, int]]:
 
 @torch.inference_mode()
 def predict(model, texts: list[str], batch_size: int = 32) -> list[dict]:
-    """Per sentence: {"text", "num_words", "words_seen", task: prediction, ...}.
-
-    A sentence task gives its label and probability, a token task its entity spans, decoded as the
-    strict metric counts them. `words_seen` < `num_words` marks a sentence cut at max_length: its
-    unseen words get no entity.
-    """
+    """Per sentence: {"text", "num_words", "words_seen", task: prediction, ...}: a sentence task's label
+    and probability, a token task's entity spans as the strict metric counts them. `words_seen` <
+    `num_words` marks a sentence cut at max_length: its unseen words get no entity."""
     if isinstance(texts, str):
         raise TypeError("predict() takes a list of sentences; wrap a single sentence in a list")
     device = next(model.parameters()).device

@@ -42,8 +42,9 @@ def write_model(directory: str | os.PathLike, encoder, heads_state: dict[str, to
     encoder.save_pretrained(directory / "encoder")
     save_file({k: v.detach().contiguous().cpu() for k, v in heads_state.items()}, directory / HEADS_NAME)
     give_default_mode(directory / HEADS_NAME)
-    settings = {k: v for k, v in settings.items() if k != "backbone"}  # the encoder is saved beside it
-    config = {"format_version": FORMAT_VERSION, "tasks": [spec.to_dict() for spec in tasks], "model": settings}
+    config = {"format_version": FORMAT_VERSION,
+              "tasks": [{"name": t.name, "kind": t.kind, "labels": list(t.labels)} for t in tasks],
+              "model": {k: v for k, v in settings.items() if k != "backbone"}}  # the encoder is saved beside it
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2))
 
 

@@ -46,9 +46,6 @@ class TaskSpec:
         except ValueError:
             raise ValueError(f"task {self.name!r}: label {label!r} is not in its label set {list(self.labels)}") from None
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "labels": list(self.labels)}
-
 
 # The built-in tasks, by the name used on the command line.
 BUILTIN_TASKS: dict[str, TaskSpec] = {

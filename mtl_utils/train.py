@@ -157,12 +157,11 @@ def main(argv: list[str] | None = None) -> dict:
         if spec.name in caps and caps[spec.name] < len(train_split):
             train_split = train_split.shuffle(seed=args.seed).select(range(caps[spec.name]))
         train_features[spec.name] = tokenize_split(train_split, spec, tokenizer, args.max_length)
-        for split_name in ("validation", "test"):
-            if split_name in splits:
-                split = splits[split_name]
-                if args.max_eval_samples:
-                    split = split.select(range(min(args.max_eval_samples, len(split))))
-                held_out[(spec.name, split_name)] = (split, tokenize_split(split, spec, tokenizer, args.max_length))
+        for split_name in (name for name in ("validation", "test") if name in splits):
+            split = splits[split_name]
+            if args.max_eval_samples:
+                split = split.select(range(min(args.max_eval_samples, len(split))))
+            held_out[(spec.name, split_name)] = (split, tokenize_split(split, spec, tokenizer, args.max_length))
         capped = spec.name in per_epoch and per_epoch[spec.name] < len(train_split)  # else every example, each epoch
         per_epoch_note = f" ({per_epoch[spec.name]:,} per epoch)" if capped else ""
         log(f"{spec.name}: {len(train_split):,} training examples{per_epoch_note}; held out: "

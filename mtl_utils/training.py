@@ -109,17 +109,12 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
 
     Returns the history (loss per step, metrics per epoch), also written to output_dir/history.json;
     a step's "lr" is that of the last parameter group (the last head); the others follow the same schedule.
-    A frozen backbone runs in eval mode (no dropout) and, with `config.cache_frozen_backbone`, once:
-    its features are cached before the first epoch (history["cache_seconds"]) and the heads train on them.
-    With an output_dir, the full training state is checkpointed every `config.checkpoint_every` steps
-    and after each epoch; `resume=True` continues from the last complete checkpoint there (inside an
-    epoch: with its next batch), as if the run had never stopped. A NaN or infinite loss raises
-    NonFiniteLossError before that step (naming step, task and batch), unless `config.skip_nonfinite`.
-    Under bf16 or fp16 mixed precision the training steps run under autocast; evaluation and the
-    returned model run in fp32 (precision.py; history["mixed_precision"] is the precision used).
-    Several processes (torchrun, accelerate launch): each trains on its share of every epoch's batches
-    (DDP); the main process alone evaluates, on the whole held-out sets, and writes files; every
-    process returns the same history.
+    With an output_dir, the state is checkpointed every `config.checkpoint_every` steps and after each
+    epoch; `resume=True` continues from the last complete checkpoint as if the run had never stopped.
+    Also: a frozen backbone in eval mode, its features cached once (feature_cache.py); a NaN loss stops
+    the run (NonFiniteLossError) or is skipped; mixed precision for the training steps only
+    (precision.py); several processes share each epoch's batches (DDP), the main one alone evaluating
+    (on the whole held-out sets) and writing; all return the same history.
     """
     check_trainable(model, list(train_features))
     set_seed(config.seed)
@@ -390,7 +385,7 @@ def check_trainable(model: MultiTaskModel, tasks: list[str] | None = None) -> No
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"freezing {scenario!r} leaves no trainable parameter: nothing to "
                          "train (freeze 'backbone' to train the heads alone, or unfreeze a head)")
-    if not any(p.requires_grad for p in model.encoder.parameters()):
+    if backbone_is_frozen(model):
         idle = [t for t in tasks or [] if not any(p.requires_grad for p in model.heads[t].parameters())]
         if idle:
             raise ValueError(f"freezing {scenario!r} leaves nothing trainable for {', '.join(map(repr, idle))} "
@@ -398,11 +393,9 @@ def check_trainable(model: MultiTaskModel, tasks: list[str] | None = None) -> No
 
 
 def make_adamw(groups: list[dict], lr: float) -> torch.optim.AdamW:
-    """torch's AdamW, fused into one kernel where this torch supports it for these parameters.
-
-    The per-tensor loop, torch's default on CPU, is a large part of a training step for MiniLM's
-    22.6M parameters (half of them in the word embeddings); the fused kernel is much cheaper.
-    """
+    """torch's AdamW, fused into one kernel where this torch supports it for these parameters: the
+    per-tensor loop, torch's default on CPU, is a large part of a training step for MiniLM's 22.6M
+    parameters (half of them in the word embeddings); the fused kernel is much cheaper."""
     try:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError):
