@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 
 logger = logging.getLogger(__name__)
-PRECISIONS = ("no", "bf16", "fp16")
+PRECISIONS = ("no", "bf16", "fp16", "auto")
 
 
 def matmul_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 3) -> float:
@@ -47,10 +47,21 @@ def check_mixed_precision(value: str) -> None:
         raise ValueError(f"unknown mixed precision {value!r}; choose one of {', '.join(PRECISIONS)}")
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware: a GPU from Ampere on (compute capability 8), or a
+    CPU with bf16 units. (Older GPUs such as Colab's T4 emulate it; torch may still call it supported.)"""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    return device.type == "cpu" and cpu_bf16_is_fast()
+
+
 def resolve_mixed_precision(requested: str, device: torch.device) -> str:
     """The mixed precision to train with: `requested`, except bf16 on a CPU that would run it slower
-    than fp32, which falls back to fp32 ("no") with one logged line."""
+    than fp32, which falls back to fp32 ("no") with one logged line; "auto" is bf16 where
+    `bf16_is_fast`, else fp32, without a warning."""
     check_mixed_precision(requested)
+    if requested == "auto":
+        return "bf16" if bf16_is_fast(device) else "no"
     if requested == "bf16" and device.type == "cpu" and not cpu_bf16_is_fast():
         logger.warning("bf16: this CPU has no fast bf16 units (AVX512-BF16, AMX); training in fp32")
         return "no"

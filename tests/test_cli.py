@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from mtl_utils import train as cli
+from mtl_utils.precision import bf16_is_fast
 from mtl_utils.train import main, parse_caps
+from mtl_utils.training import TrainConfig
 from tests.conftest import REPO
 
 
@@ -48,6 +50,9 @@ def test_tiny_training_run_writes_metrics_and_model(shared_data, tmp_path, capfd
     assert metrics["train_examples"] == {"ner": 96, "sentiment": 96}
     history = json.loads((out / "history.json").read_text())
     assert len(history["steps"]) == 12 and len(history["epochs"]) == 1
+    # the command's precision is auto (TrainConfig's is fp32): bf16 where this machine is fast in it
+    assert history["config"]["mixed_precision"] == "auto" and TrainConfig().mixed_precision == "no"
+    assert history["mixed_precision"] == ("bf16" if bf16_is_fast(torch.device("cpu")) else "no")
 
     # Each held-out score comes from its own split: supports counted in the data files themselves.
     for split_name in ("validation", "test"):

@@ -87,3 +87,30 @@ def test_the_probe_answers_remembers_and_leaves_the_global_generator_alone():
     precision.matmul_seconds(torch.float32)  # the timing part (oneDNN may answer before it)
     assert torch.equal(torch.get_rng_state(), state)  # train() probes after seeding: dropout must not move
     assert isinstance(first, bool) and precision.cpu_bf16_is_fast() is first
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_is_bf16_where_the_cpu_is_fast_and_fp32_silently_elsewhere(monkeypatch, caplog, fast):
+    monkeypatch.setattr(precision, "cpu_bf16_is_fast", lambda: fast)
+    with caplog.at_level(logging.WARNING):
+        used = precision.resolve_mixed_precision("auto", torch.device("cpu"))
+    assert used == ("bf16" if fast else "no") and not caplog.records
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), "no"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_on_a_gpu_is_bf16_from_ampere_on(monkeypatch, capability, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)  # T4: 7.5
+    assert precision.resolve_mixed_precision("auto", torch.device("cuda", 0)) == expected
+
+
+def test_one_process_can_train_in_bf16_then_in_fp32(monkeypatch, fresh_accelerate_state):
+    """Accelerate refuses a second precision in one process; a notebook comparing the two needs it."""
+    monkeypatch.setattr(precision, "cpu_bf16_is_fast", lambda: True)
+    used = []
+    for requested in ("bf16", "no", "bf16"):
+        model, features = model_and_features()
+        seen = linear_output_dtypes(model)
+        history = train(model, {"ner": features["ner"]}, {},
+                        TrainConfig(epochs=1, batch_size=16, quiet=True, mixed_precision=requested))
+        used.append((history["mixed_precision"], set(seen)))
+    assert used == [("bf16", {torch.bfloat16}), ("no", {torch.float32}), ("bf16", {torch.bfloat16})]
