@@ -123,6 +123,7 @@ def figure(results: dict) -> None:
     ax.plot([], [], "k--", label="goal (measured ≥ goal)")
     ax.bar([0], [0], color="tab:green", label="goal met")
     ax.bar([0], [0], color="tab:orange", label="goal not met")
+    ax.bar([0], [0], color="tab:blue", label="reported (no goal)")
     ax.set_yscale("log")
     ax.set_ylim(low, high)
     ax.set_xlim(-0.6, len(BENCHMARKS) - 0.4)
