@@ -122,13 +122,13 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
     """
     check_trainable(model, list(train_features))
     set_seed(config.seed)
-    # find_unused_parameters: in one step, processes may run batches of different tasks (other heads,
-    # routed layers without gradients); DDP then reduces zeros for the parameters a process did not use.
     mixed_precision = resolve_mixed_precision(config.mixed_precision, distributed_state().device)
     if AcceleratorState._shared_state.get("_mixed_precision") not in (None, mixed_precision):
         # Accelerate keeps one precision per process and refuses another, so a notebook could not
         # train in bf16 and then in fp32; its process state (ranks, device) is kept.
         AcceleratorState._reset_state()
+    # find_unused_parameters: in one step, processes may run batches of different tasks (other heads,
+    # routed layers without gradients); DDP then reduces zeros for the parameters a process did not use.
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu_processes(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     pad_id = model.encoder.tokenizer.pad_token_id
