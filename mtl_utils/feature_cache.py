@@ -5,7 +5,8 @@ and get the same token states. So run it once, keep what each head reads (the po
 sentence task, the token states for a token task) and train the heads on that cache.
 
 A frozen backbone runs without dropout (`train()` puts it in eval mode), so the cached features are
-exactly what re-encoding would give every epoch: caching changes the speed, not the result.
+exactly what re-encoding would give every epoch: caching changes the speed, not the computation. (A
+token head's dropout then draws masks for the labelled rows alone: other random draws, same model.)
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .batching import map_backbone
 
 if TYPE_CHECKING:
     from .model import MultiTaskModel
+    from .task_kinds import TaskKind
 
 
 def backbone_is_frozen(model: "MultiTaskModel") -> bool:
@@ -33,18 +35,20 @@ def cache_head_inputs(model: "MultiTaskModel", task: str, features: dict[str, li
 
 
 class CachedExamples(torch.utils.data.Dataset):
-    """Cached head inputs of several tasks, with their labels (and word shapes), indexed by (task, row).
+    """Cached head inputs of several tasks, with their labels (and word shapes), indexed by (task, row);
+    each example as its task's kind keeps it (`TaskKind.cached_example`).
 
-    Labels and word shapes become tensors once, here, so that a batch is only stacked or padded:
+    Labels and word shapes become tensors once, here, so that a batch is only stacked or concatenated:
     with the backbone gone from the step, python-side batch building is a large part of what is left.
     """
 
     def __init__(self, cache: dict[str, list[torch.Tensor]], features: dict[str, dict[str, list]],
-                 batch_keys: dict[str, tuple[str, ...]]):
+                 kinds: dict[str, "TaskKind"]):
         self.examples: dict[str, list[dict[str, torch.Tensor]]] = {}
         for task, head_inputs in cache.items():
-            columns = [k for k in batch_keys[task] if k in features[task] and k not in ("input_ids", "attention_mask")]
-            self.examples[task] = [{"head_input": head_input, **{k: torch.tensor(features[task][k][row]) for k in columns}}
+            kind = kinds[task]
+            columns = [k for k in kind.batch_keys if k in features[task] and k not in ("input_ids", "attention_mask")]
+            self.examples[task] = [kind.cached_example(head_input, {k: torch.tensor(features[task][k][row]) for k in columns})
                                    for row, head_input in enumerate(head_inputs)]
 
     def __len__(self) -> int:

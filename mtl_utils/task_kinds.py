@@ -27,7 +27,7 @@ class TaskKind:
         tokenize(split, spec, tokenizer, max_length) -> model inputs as python lists, once before training
         head_input(token_states, attention_mask, pooling) -> what the head reads from one backbone pass
         cache_rows(head_input, attention_mask) -> one tensor per example for the feature cache
-        collate_cached(examples) -> a batch of cached head inputs
+        collate_cached(examples) -> a batch of cached examples (see `cached_example`)
         decode(spec, logits, example) -> one example's prediction, in the form `score` compares with `gold`
         score(spec, gold, predictions) -> metrics (including `headline`)
         describe(spec, logits, example, words, text) -> what `predict()` returns for one sentence
@@ -54,6 +54,10 @@ class TaskKind:
 
     def gold(self, split: Dataset, features: dict[str, list]) -> list:
         return features["labels"]
+
+    def cached_example(self, head_input: torch.Tensor, columns: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One example of the feature cache: its cached head input and its other columns (labels, ...)."""
+        return {"head_input": head_input, **columns}
 
 
 class SentenceClassification(TaskKind):
@@ -112,11 +116,15 @@ class TokenClassification(TaskKind):
     def cache_rows(self, head_input, attention_mask):
         return [row[:int(n)].clone() for row, n in zip(head_input, attention_mask.sum(1))]
 
+    def cached_example(self, head_input, columns):
+        # Only the labelled positions (each word's first subword) are kept: the loss reads nothing
+        # else. A cached batch is then their concatenation, with no padding, and the head's dropout
+        # draws a mask for those rows alone (the same computation as on a padded batch, other draws).
+        labelled = columns["labels"] != IGNORE_INDEX
+        return {"head_input": head_input[labelled], **{key: value[labelled] for key, value in columns.items()}}
+
     def collate_cached(self, examples):
-        padding = {"head_input": 0.0, "labels": IGNORE_INDEX, "word_shape_ids": 0}
-        return {key: nn.utils.rnn.pad_sequence([torch.as_tensor(e[key]) for e in examples], batch_first=True,
-                                               padding_value=value)
-                for key, value in padding.items() if key in examples[0]}
+        return {key: torch.cat([e[key] for e in examples]) for key in examples[0]}
 
     def gold(self, split, features):
         return list(split["tags"])

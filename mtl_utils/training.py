@@ -133,7 +133,6 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     pad_id = model.encoder.tokenizer.pad_token_id
     kinds = {task: model.tasks[task].task_kind for task in train_features}
-    batch_keys = {task: kind.batch_keys for task, kind in kinds.items()}
     sampler = MultiTaskBatchSampler({t: [len(ids) for ids in f["input_ids"]] for t, f in train_features.items()},
                                     config.batch_size, config.sampler, config.temperature, config.seed,
                                     config.examples_per_epoch)
@@ -157,10 +156,10 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
         with accelerator.autocast():
             cache = {task: cache_head_inputs(accelerator.unwrap_model(model), task, f, config.eval_batch_size)
                      for task, f in train_features.items()}
-        dataset = CachedExamples(cache, train_features, batch_keys)
+        dataset = CachedExamples(cache, train_features, kinds)
         cache_seconds = time.perf_counter() - start
     else:
-        dataset, cache_seconds = TaskExamples(train_features, batch_keys), 0.0
+        dataset, cache_seconds = TaskExamples(train_features, {t: k.batch_keys for t, k in kinds.items()}), 0.0
     teachers, teacher_seconds = None, 0.0
     if config.keep_embeddings:  # distillation.py: the encoder's vectors now, once, before any step
         if frozen_backbone:
@@ -256,7 +255,7 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
                     progress.write("skipped: " + "; ".join(_describe_nonfinite(r) for r in reports))
                 progress.update(1)
                 continue
-            loss, n_sentences = out["loss"].item(), batch["labels"].shape[0]
+            loss, n_sentences = out["loss"].item(), len(rows)
             entry = {"step": step, "epoch": epoch + 1, "task": task, "loss": loss, "lr": scheduler.get_last_lr()[-1]}
             if "keep" in out:
                 entry["keep"] = out["keep"].item()  # "loss" is the task's loss alone
