@@ -2,7 +2,7 @@
 
 When nothing below the heads trains, every epoch would run the backbone over the same sentences
 and get the same token states. So run it once, keep what each head reads (the pooled vector for a
-sentence task, the token states for a token task) and train the heads on that cache.
+sentence task, the states of the labelled tokens for a token task) and train the heads on that cache.
 
 A frozen backbone runs without dropout (`train()` puts it in eval mode), so the cached features are
 exactly what re-encoding would give every epoch: caching changes the speed, not the computation. (A

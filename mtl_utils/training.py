@@ -157,6 +157,7 @@ def train(model: MultiTaskModel, train_features: dict[str, dict[str, list]],
             cache = {task: cache_head_inputs(accelerator.unwrap_model(model), task, f, config.eval_batch_size)
                      for task, f in train_features.items()}
         dataset = CachedExamples(cache, train_features, kinds)
+        del cache  # the dataset keeps what the heads read (of a token task, its labelled positions alone)
         cache_seconds = time.perf_counter() - start
     else:
         dataset, cache_seconds = TaskExamples(train_features, {t: k.batch_keys for t, k in kinds.items()}), 0.0
