@@ -41,18 +41,25 @@ BENCHMARKS = [
      20.0, "python benchmarks/cached_head.py",
      lambda d: (f"{d['cached_epoch_seconds']:.2f} s vs {d['reencoding_epoch_seconds']:.1f} s per epoch of "
                 f"{d['sentences']} sentences; building the cache {d['cache_build_seconds']:.1f} s")),
-    ("encode_vs_st_ratio", "encode vs\nsentence-transformers",
+    ("encode_vs_st_ratio", "encode vs\nsentence-\ntransformers",
      "encoding speed, 5,000 SST-2 sentences: `SentenceEncoder.encode` over `SentenceTransformer.encode` "
      "(same vectors)",
      1.0, "python benchmarks/encode_vs_st.py",
      lambda d: (f"{d['ours_sentences_per_s']:.0f} vs {d['st_sentences_per_s']:.0f} sentences/s; "
                 f"max difference {d['max_abs_difference']:.0e}")),
-    ("train_flops_fraction", "training FLOP/s\n/ matmul FLOP/s",
+    ("train_flops_fraction", "fp32 training\nFLOP/s / peak",
      "achieved NER training FLOP/s (counted FLOPs, AdamW step timed too) as a fraction of `torch.mm` FLOP/s "
      "on large fp32 matrices, same run",
      0.5, "python benchmarks/train_flops.py",
      lambda d: (f"{d['achieved_gflop_per_s']:.0f} vs {d['large_matmul_gflop_per_s']:.0f} GFLOP/s; "
-                f"matmul is {d['matmul_share_of_step_time']:.0%} of the step time")),
+                f"matmul is {d['matmul_share_of_step_time']:.0%} of the step time"
+                + (f"; of the bf16 matmul peak ({d['large_matmul_bf16_gflop_per_s']:.0f} GFLOP/s): "
+                   f"{d['fp32_steps_fraction_of_bf16_peak']:.2f}" if "large_matmul_bf16_gflop_per_s" in d else ""))),
+    ("train_bf16_flops_fraction", "bf16 training\nFLOP/s / peak",
+     "the same NER training steps under bf16 autocast: achieved FLOP/s as a fraction of `torch.mm` FLOP/s "
+     "on large bf16 matrices, same run",
+     None, "python benchmarks/train_flops.py",
+     lambda d: f"{d['achieved_gflop_per_s']:.0f} vs {d['large_matmul_gflop_per_s']:.0f} GFLOP/s"),
     ("train_compiled_vs_eager_ratio", "compiled vs\neager step",
      "NER training speed: `torch.compile(model, dynamic=True)` (inductor) over eager PyTorch, after compiling",
      1.15, "python benchmarks/train_compiled.py",

@@ -26,23 +26,27 @@ Finally it profiles one pass over the batches with torch.profiler (CPU, grouped 
 time) and sorts the time into matmul, dropout, optimizer, GELU, softmax, LayerNorm, embedding, memory
 fill/copy, element-wise and the rest. All of it is written to results/benchmarks.json.
 
-What it found on this project's 2-core x86_64 CPU, torch threads 2 (results/benchmarks.json,
-"train_flops_fraction"): 1,285.6 GFLOP per pass of 30 steps counted (6 * N * tokens gives 1,270.0 G
-with N the 10.7M non-embedding parameters; 2,691 G with all 22.6M, since half of them are embeddings, a
-lookup); 10.01 s per pass -> 128.4 GFLOP/s; torch.mm 4096^3 265.4 GFLOP/s; fraction 0.484 (goal 0.5).
-The matrix shapes are not what limits it: torch.mm at the model's shapes (662 x 384 x 1536 ...) runs at
-0.91-1.05 of the large-matmul rate, the pass's matrix products replayed alone at 0.90, in place at 0.83.
-The time outside matrix products is: matmul takes 59% of the step (0.83 x 0.59 = 0.48). The profile
-of one pass (self CPU time): matrix products 56.6%, dropout 15.2% (bernoulli_ alone 14.6%: CPU
-nn.Dropout draws its masks with bernoulli_, 20 dropout layers per step), fused AdamW + zero_grad 6.5%,
-copy_/fill_ 6.2%, element-wise add/mul/sum 6.1%, GELU 2.9%, LayerNorm 1.4%, softmax 1.3%, embedding
-0.2%, the rest 3.7%. Without dropout's mask cost the fraction would be about 0.57 (arithmetic on those
-shares, not measured).
+It also times the same steps under bf16 autocast and measures torch.mm on large bf16 matrices, so
+the steps are reported against both peaks: train_flops_fraction (fp32 steps / fp32 peak, with the
+fp32 steps / bf16 peak in its details) and train_bf16_flops_fraction (bf16 steps / bf16 peak).
+
+What it found on a 2-core AMD EPYC with AVX-512 and bf16 units, torch threads 2 (2026-11-28): 1,285.6
+GFLOP per pass of 30 steps counted (6 * N * tokens gives 1,270.0 G with N the 10.7M non-embedding
+parameters; 2,691 G with all 22.6M, since half of them are embeddings, a lookup); fp32: 13.53 s per pass
+-> 95.0 GFLOP/s against torch.mm 4096^3 at 170.4 GFLOP/s: fraction 0.558 (goal 0.5); against the bf16
+peak (2048^3, 392.2 GFLOP/s, 2.30x fp32's) 0.242; under bf16 autocast 8.88 s -> 144.7 GFLOP/s, 0.369 of
+the bf16 peak. The matrix shapes cost a little: torch.mm at the model's shapes (662 x 384 x 1536 ...)
+runs at 0.85-0.99 of the large-matmul rate, the pass's matrix products replayed alone and in place at
+0.86; matmul takes 65% of the step (0.86 x 0.65 = 0.56). The profile of one fp32 pass (self CPU time):
+matrix products 61.7%, memory fill/copy 10.4%, dropout 9.3% (bernoulli_ alone 8.8%: CPU nn.Dropout
+draws its masks with bernoulli_, 20 dropout layers per step), element-wise 4.7%, fused AdamW +
+zero_grad 4.3%, GELU 4.0%, LayerNorm 1.3%, softmax 1.1%, embedding 0.2%, the rest 3.0%. (On the
+2-core Intel Xeon of the first measurement, with a faster fp32 torch.mm, 265.4 GFLOP/s: 128.4 GFLOP/s,
+fraction 0.484.)
 """
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 from collections import defaultdict
@@ -53,7 +57,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from ner_training import grouped_batches, ner_setup, parse_arguments, train_steps
-from timing import median_seconds, report
+from timing import machine, median_seconds, report
 
 aten = torch.ops.aten
 MATMUL_OPS = {aten.mm.default, aten.addmm.default, aten.bmm.default}
@@ -221,24 +225,35 @@ def main() -> None:
             train_steps(model, optimizer, batches)
         return timer.seconds
 
+    def bf16_steps() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            train_steps(model, optimizer, batches)
+
     run_replay = replay(recorder.calls)
     large_sizes = (2048, 4096)
-    large_mm = {size: (torch.randn(size, size), torch.randn(size, size)) for size in large_sizes}
-    times: dict[str, list[float]] = defaultdict(list)
+    large_mm = {(dtype, size): (torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype))
+                for dtype in (torch.float32, torch.bfloat16) for size in large_sizes}
+    times: dict = defaultdict(list)
     for round_ in range(args.repeats + 1):  # round 0 is the warm-up
         measured = {"steps": median_seconds(lambda: train_steps(model, optimizer, batches), 1, 0),
                     "in_situ_matmul": in_situ(),
-                    "replay": median_seconds(run_replay, 1, 0)}
-        for size, (x, y) in large_mm.items():
-            measured[size] = median_seconds(lambda: [torch.mm(x, y) for _ in range(max(1, 4096 // size) ** 3)], 1, 0)
+                    "replay": median_seconds(run_replay, 1, 0),
+                    "steps_bf16": median_seconds(bf16_steps, 1, 0)}
+        for (dtype, size), (x, y) in large_mm.items():
+            measured[dtype, size] = median_seconds(lambda: [torch.mm(x, y) for _ in range(max(1, 4096 // size) ** 3)],
+                                                   1, 0)
         if round_:
             for key, value in measured.items():
                 times[key].append(value)
     t = {key: statistics.median(values) for key, values in times.items()}
     t_steps, t_matmul, t_replay = t["steps"], t["in_situ_matmul"], t["replay"]
-    large = {size: 2 * 4096 ** 3 / t[size] for size in large_sizes}
+    large = {size: 2 * 4096 ** 3 / t[torch.float32, size] for size in large_sizes}
     peak_size = max(large, key=large.get)
     peak = large[peak_size]
+    # This CPU's bf16 matmul peak, for the same steps in fp32 and under bf16 autocast (the same FLOPs).
+    large_bf16 = {size: 2 * 4096 ** 3 / t[torch.bfloat16, size] for size in large_sizes}
+    peak_bf16 = max(large_bf16.values())
+    achieved_bf16 = flops / t["steps_bf16"]
 
     # 3. torch.mm alone at the shapes that dominate the model, for a mean-sized batch.
     m = round(mean_tokens)
@@ -286,6 +301,11 @@ def main() -> None:
           f"{matmul_rate / g:.1f} GFLOP/s ({matmul_rate / peak:.2f} of the reference)")
     print(f"the same matrix products replayed alone: {t_replay:.2f} s, {replay_rate / g:.1f} GFLOP/s "
           f"({replay_rate / peak:.2f} of the reference)")
+    print("large bf16 matmul rate: " + ", ".join(f"{s}^3 {r / g:.1f} GFLOP/s" for s, r in large_bf16.items())
+          + f" -> bf16 reference {peak_bf16 / g:.1f} GFLOP/s ({peak_bf16 / peak:.2f}x fp32's)")
+    print(f"the steps in fp32: {fraction:.3f} of the fp32 reference, {achieved / peak_bf16:.3f} of the bf16 one; "
+          f"under bf16 autocast: median {t['steps_bf16']:.2f} s per pass -> {achieved_bf16 / g:.1f} GFLOP/s, "
+          f"{achieved_bf16 / peak_bf16:.3f} of the bf16 reference")
     print(f"fraction {fraction:.3f} = matmul FLOP/s at the training shapes / reference {matmul_rate / peak:.2f} "
           f"x matmul share of step time {t_matmul / t_steps:.2f} "
           f"(x counted / matmul FLOPs {flops / recorded_flops:.3f})")
@@ -300,8 +320,18 @@ def main() -> None:
         print(f"  {e.self_cpu_time_total / total_us:6.1%}  {e.self_cpu_time_total / 1e3:8.1f} ms  "
               f"{e.count:6d} calls  {e.key}")
 
+    bf16 = {"large_matmul_bf16_gflop_per_s": peak_bf16 / g,
+            "large_matmul_bf16_gflop_per_s_by_size": {str(s): r / g for s, r in large_bf16.items()},
+            "fp32_steps_fraction_of_bf16_peak": achieved / peak_bf16,
+            "bf16_autocast_seconds_per_pass": t["steps_bf16"], "bf16_autocast_gflop_per_s": achieved_bf16 / g}
+    report({"train_bf16_flops_fraction": achieved_bf16 / peak_bf16},
+           {"achieved_gflop_per_s": achieved_bf16 / g, "large_matmul_gflop_per_s": peak_bf16 / g,
+            "fp32_achieved_gflop_per_s": achieved / g, "large_matmul_fp32_gflop_per_s": peak / g,
+            "counted_gflop_per_pass": flops / g, "steps": args.steps, "batch_size": args.batch_size,
+            "repeats": args.repeats, "other_processes_cpu_share": others, **machine(),
+            "note": "the same steps and counted FLOPs as train_flops_fraction, under torch.autocast(bfloat16)"})
     report({"train_flops_fraction": fraction},
-           {"achieved_gflop_per_s": achieved / g, "large_matmul_gflop_per_s": peak / g,
+           {"achieved_gflop_per_s": achieved / g, "large_matmul_gflop_per_s": peak / g, **bf16,
             "large_matmul_gflop_per_s_by_size": {str(s): r / g for s, r in large.items()},
             "training_matmul_gflop_per_s_in_situ": matmul_rate / g,
             "training_matmul_fraction_in_situ": matmul_rate / peak,
@@ -318,8 +348,7 @@ def main() -> None:
             "profile_top_ops": [{"op": e.key, "share": e.self_cpu_time_total / total_us,
                                  "ms_per_pass": e.self_cpu_time_total / 1e3, "calls": e.count} for e in top_ops],
             "steps": args.steps, "batch_size": args.batch_size, "repeats": args.repeats,
-            "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-            "load_average_before": load_before[0],
+            **machine(), "load_average_before": load_before[0],
             "other_processes_cpu_share": others,
             "note": "FLOPs counted with FlopCounterMode on the real forward+backward; time includes the AdamW step"})
 
