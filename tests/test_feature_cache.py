@@ -55,8 +55,8 @@ def test_cached_inputs_are_what_the_heads_read(model):
         examples = [{k: features[k][i] for k in keys} for i in range(len(split))]
         batch = pad_batch(examples, tokenizer.pad_token_id)
         kind = BUILTIN_TASKS[task].task_kind
-        cached_examples = [kind.cached_example(h, {k: torch.tensor(e[k]) for k in keys if k != "input_ids"
-                                                   and k != "attention_mask"})
+        columns = [k for k in keys if k not in ("input_ids", "attention_mask")]
+        cached_examples = [kind.cached_example(h, {k: torch.tensor(e[k]) for k in columns})
                            for e, h in zip(examples, cache_head_inputs(model, task, features, batch_size=1))]
         cached = kind.collate_cached(cached_examples)
         with torch.no_grad():
