@@ -51,8 +51,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     return path
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: str | os.PathLike) -> list[str]:
     """Lines without their endings (LF or CRLF), a UTF-8 BOM removed; non-UTF-8 bytes name the line."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     lines = []
@@ -74,7 +75,6 @@ def read_conll(path: str | os.PathLike, labels: list[str] = CONLL_NER_LABELS, ta
     same number of columns, and every tag must be in `labels`; tags are kept as written (an I- tag
     after O is not repaired: strict seqeval scoring treats it as the start of an entity).
     """
-    path = Path(path)
     sentences, tags = [], []  # per sentence: its words, its tags
     words, word_tags = [], []  # the sentence being read
     n_columns = None
@@ -108,7 +108,6 @@ def read_conll(path: str | os.PathLike, labels: list[str] = CONLL_NER_LABELS, ta
 
 def read_sst2_tsv(path: str | os.PathLike, labels: list[str] = SST2_LABELS) -> dict[str, list]:
     """Parse a GLUE SST-2 TSV (`sentence<TAB>label` with a header); labels are integers 0/1."""
-    path = Path(path)
     lines = _read_lines(path)
     if not lines or lines[0].split("\t")[:2] != ["sentence", "label"]:
         raise DataFormatError(f"{path}:1: expected the header 'sentence<TAB>label', found {lines[0]!r}" if lines else f"{path}: empty file")
@@ -134,7 +133,6 @@ def read_sst2_tsv(path: str | os.PathLike, labels: list[str] = SST2_LABELS) -> d
 
 def read_stsb_tsv(path: str | os.PathLike) -> dict[str, list]:
     """Parse GLUE STS-B (no header; sentence1, sentence2 and score in columns 8, 9, 10)."""
-    path = Path(path)
     first, second, scores = [], [], []
     for number, line in enumerate(_read_lines(path), start=1):
         if not line.strip():
@@ -156,7 +154,6 @@ def read_stsb_tsv(path: str | os.PathLike) -> dict[str, list]:
 
 def read_intent_labels(path: str | os.PathLike) -> list[str]:
     """Intent names from a JointBERT-style `intent_label.txt`, one per line, in file order, without UNK."""
-    path = Path(path)
     labels: list[str] = []
     for number, line in enumerate(_read_lines(path), start=1):
         name = line.strip()

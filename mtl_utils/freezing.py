@@ -32,10 +32,6 @@ from .lora import adapter_parameters, all_adapters_trainable
 SCENARIOS = ("none", "all", "backbone", "embeddings", "bottom:K", "head:TASK", "adapter:TASK")
 
 
-def set_trainable(module: nn.Module, trainable: bool) -> None:
-    module.requires_grad_(trainable)
-
-
 def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
     """Freeze the parts a scenario names (comma-separated scenarios apply in order)."""
     layout = backbone_layout(model.encoder.backbone)
@@ -44,22 +40,22 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
     for part in parts:
         name, _, argument = part.partition(":")
         if name == "none" and not argument:
-            set_trainable(model, True)
+            model.requires_grad_(True)
             if getattr(model, "lora", None):  # with LoRA, the base weights never train
                 all_adapters_trainable(model.encoder.backbone)
         elif name == "all" and not argument:
-            set_trainable(model, False)
+            model.requires_grad_(False)
         elif name == "backbone" and not argument:
-            set_trainable(model.encoder.backbone, False)
+            model.encoder.backbone.requires_grad_(False)
         elif name == "embeddings" and not argument:
-            set_trainable(layout.embeddings, False)
+            layout.embeddings.requires_grad_(False)
         elif name == "bottom" and argument:
             k = _parse_k(argument, part, lowest=0, highest=n_layers)
-            set_trainable(layout.embeddings, False)
-            set_trainable(layout.layers[:k], False)
+            layout.embeddings.requires_grad_(False)
+            layout.layers[:k].requires_grad_(False)
         elif name == "head" and argument:
             _check_task(model, f"freezing {part!r}", argument)
-            set_trainable(model.heads[argument], False)
+            model.heads[argument].requires_grad_(False)
         elif name == "adapter" and argument:
             lora = getattr(model, "lora", None)
             if not (lora and lora["per_task"]):

@@ -8,7 +8,7 @@ from datasets import Dataset
 
 from mtl_utils import precision, training
 from mtl_utils.encoder import SentenceEncoder
-from mtl_utils.freezing import apply_freezing, set_trainable
+from mtl_utils.freezing import apply_freezing
 from mtl_utils.model import MultiTaskModel
 from mtl_utils.tasks import BUILTIN_TASKS
 from mtl_utils.tokenization import tokenize_split
@@ -53,7 +53,7 @@ def test_nothing_to_train_is_a_clear_error_before_any_work(monkeypatch):
         train(model, features, {}, TrainConfig(epochs=1, batch_size=4, quiet=True))
     assert encoded == []  # not a sentence encoded first
 
-    set_trainable(model.heads["ner"], True)  # the sentiment loss would still have no gradient
+    model.heads["ner"].requires_grad_(True)  # the sentiment loss would still have no gradient
     with pytest.raises(ValueError, match="nothing trainable for 'sentiment'"):
         train(model, features, {}, TrainConfig(epochs=1, batch_size=4, quiet=True))
     assert encoded == []
@@ -61,7 +61,7 @@ def test_nothing_to_train_is_a_clear_error_before_any_work(monkeypatch):
 
 def test_all_frozen_but_one_head_trains_that_head_alone(monkeypatch):
     model, features = model_and_features("all")
-    set_trainable(model.heads["ner"], True)
+    model.heads["ner"].requires_grad_(True)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     made = spy_optimizer(monkeypatch)
     history = train(model, {"ner": features["ner"]}, {}, TrainConfig(epochs=1, batch_size=4, quiet=True))
