@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tokenizers import pre_tokenizers
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+# Not PreTrainedModel: its module imports scipy, which importing the encoder must not (test_pooling_encoder.py).
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 POOLER_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
@@ -93,7 +94,7 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_backbone(name_or_path: str = DEFAULT_MODEL) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_backbone(name_or_path: str = DEFAULT_MODEL) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     """Load an encoder and its (fast) tokenizer. Only safetensors weights, never remote code."""
     path = resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(path)

@@ -8,22 +8,21 @@ import contextlib
 import json
 import os
 from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase  # not PreTrainedModel: its module imports scipy
 
 from .backbone import DEFAULT_MODEL, load_backbone
 from .batching import run_in_eval, select
 from .lora import without_adapters
 from .pooling import check_pooling, normalize, pool
-from .serialization import give_default_mode
+from .serialization import give_default_mode, write_json
 from .tokenization import pad_batch, tokenize_sentences
 
 
 class SentenceEncoder(nn.Module):
-    def __init__(self, backbone: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pooling: str = "mean",
+    def __init__(self, backbone: nn.Module, tokenizer: PreTrainedTokenizerBase, pooling: str = "mean",
                  normalize: bool = True, max_length: int = 256, name_or_path: str = DEFAULT_MODEL):
         super().__init__()
         vocab = backbone.get_input_embeddings().num_embeddings
@@ -63,7 +62,11 @@ class SentenceEncoder(nn.Module):
             vectors = pool(self.token_states(input_ids, attention_mask), attention_mask, self.pooling)
         return normalize(vectors) if self.normalize else vectors
 
-    def with_backbone(self, backbone: PreTrainedModel) -> "SentenceEncoder":
+    def set_backbone(self, backbone: nn.Module, encode_without_adapters: bool = False) -> None:
+        """Run on `backbone` from now on (this one with LoRA adapters); encode() with them or without."""
+        self.backbone, self.encode_without_adapters = backbone, encode_without_adapters
+
+    def with_backbone(self, backbone: nn.Module) -> "SentenceEncoder":
         """The same encoder settings and tokenizer around another backbone (e.g. LoRA merged or removed)."""
         return SentenceEncoder(backbone, self.tokenizer, self.pooling, self.normalize, self.max_length, self.name_or_path)
 
@@ -98,17 +101,11 @@ class SentenceEncoder(nn.Module):
         if self.normalize:
             modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
             (directory / "2_Normalize").mkdir(exist_ok=True)
-        (directory / "modules.json").write_text(json.dumps(modules, indent=2))
-        (directory / "sentence_bert_config.json").write_text(
-            json.dumps({"max_seq_length": self.max_length, "do_lower_case": False}, indent=2))
-        (directory / "1_Pooling").mkdir(exist_ok=True)
-        (directory / "1_Pooling" / "config.json").write_text(json.dumps({
-            "word_embedding_dimension": self.hidden_size,
-            "pooling_mode_cls_token": self.pooling == "cls",
-            "pooling_mode_mean_tokens": self.pooling == "mean",
-            "pooling_mode_max_tokens": self.pooling == "max",
-            "pooling_mode_mean_sqrt_len_tokens": False,
-        }, indent=2))
-        (directory / "mtl_encoder.json").write_text(json.dumps({
-            "name_or_path": self.name_or_path, "pooling": self.pooling,
-            "normalize": self.normalize, "max_length": self.max_length}, indent=2))
+        write_json(directory / "modules.json", modules)
+        write_json(directory / "sentence_bert_config.json", {"max_seq_length": self.max_length, "do_lower_case": False})
+        write_json(directory / "1_Pooling" / "config.json", {
+            "word_embedding_dimension": self.hidden_size, "pooling_mode_cls_token": self.pooling == "cls",
+            "pooling_mode_mean_tokens": self.pooling == "mean", "pooling_mode_max_tokens": self.pooling == "max",
+            "pooling_mode_mean_sqrt_len_tokens": False})
+        write_json(directory / "mtl_encoder.json", {"name_or_path": self.name_or_path, "pooling": self.pooling,
+                                                    "normalize": self.normalize, "max_length": self.max_length})

@@ -17,7 +17,7 @@ def evaluate_task(model: MultiTaskModel, task: str, split: Dataset, features: di
     spec = model.tasks[task]
     kind = spec.task_kind
     device = next(model.parameters()).device
-    examples = select(features, range(len(features["input_ids"])), ("labelled_words", "word_starts", "num_words"))
+    examples = select(features, range(len(features["input_ids"])), kind.example_keys)
 
     def run(rows: list[int]) -> list:
         batch = kind.collate(select(features, rows, kind.batch_keys), model.encoder.tokenizer.pad_token_id)

@@ -41,7 +41,7 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
         name, _, argument = part.partition(":")
         if name == "none" and not argument:
             model.requires_grad_(True)
-            if getattr(model, "lora", None):  # with LoRA, the base weights never train
+            if model.lora:  # with LoRA, the base weights never train
                 all_adapters_trainable(model.encoder.backbone)
         elif name == "all" and not argument:
             model.requires_grad_(False)
@@ -54,25 +54,16 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
             layout.embeddings.requires_grad_(False)
             layout.layers[:k].requires_grad_(False)
         elif name == "head" and argument:
-            _check_task(model, f"freezing {part!r}", argument)
-            model.heads[argument].requires_grad_(False)
+            model.part(argument).head.requires_grad_(False)
         elif name == "adapter" and argument:
-            lora = getattr(model, "lora", None)
-            if not (lora and lora["per_task"]):
+            if not (model.lora and model.lora["lora_per_task"]):
                 raise ValueError(f"freezing {part!r}: the model has no per-task LoRA adapters")
-            _check_task(model, f"freezing {part!r}", argument)
-            for parameter in adapter_parameters(model.encoder.backbone, argument):
+            for parameter in adapter_parameters(model.encoder.backbone, model.part(argument).adapter):
                 parameter.requires_grad_(False)
         else:
             raise ValueError(f"unknown freezing scenario {part!r}; choose from {', '.join(SCENARIOS)}")
-    # Recorded so that a saved model is restored frozen as it was (applying them again in order).
-    model.freeze = ",".join(parts) if model.freeze == "none" else ",".join([model.freeze, *parts])
+    model.record_freezing(parts)  # a saved model is restored frozen as it was: they are applied again, in order
     return model
-
-
-def _check_task(model: nn.Module, where: str, task: str) -> None:
-    if task not in model.heads:
-        raise ValueError(f"{where}: unknown task {task!r}; this model has {', '.join(model.heads)}")
 
 
 def gradual_unfreezing(n_layers: int, stages: int) -> list[str]:
@@ -103,12 +94,9 @@ def route_task(model: nn.Module, task: str, top_k: int | None) -> None:
     The lower layers and the embeddings still run for that task's batches, but without gradients,
     so they cost no backward pass and AdamW skips them (their .grad stays None).
     """
-    _check_task(model, "layer routing", task)
+    model.part(task)  # an unknown task fails here, whatever K is
     n_layers = len(backbone_layout(model.encoder.backbone).layers)
-    if top_k is None:
-        model.layer_routing.pop(task, None)
-        return
-    model.layer_routing[task] = _parse_k(str(top_k), f"{task}:{top_k}", lowest=1, highest=n_layers)
+    model.route(task, None if top_k is None else _parse_k(str(top_k), f"{task}:{top_k}", lowest=1, highest=n_layers))
 
 
 @contextlib.contextmanager

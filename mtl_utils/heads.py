@@ -1,24 +1,52 @@
-"""The task head on top of the shared encoder, for a label per sentence and a label per word alike."""
+"""Task heads on the shared encoder, each saved and loaded by itself (after sentence-transformers' models/Module.py):
+its settings, the constructor arguments named by `config_keys`, in config.json; its weights in model.safetensors."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .tokenization import WORD_SHAPES
+from .serialization import CheckpointError, load_weights, read_json, save_tensors, write_json
 
 
-class ClassificationHead(nn.Module):
-    """Pooled sentence vector, or token states (+ optional word-shape embedding) -> dropout -> linear -> logits."""
+class Head(nn.Module):
+    """A task's head: built from the encoder's width, the task's label count and its other `config_keys`."""
 
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1, word_shape_dim: int = 0):
+    config_keys: tuple[str, ...] = ("hidden_size", "num_labels", "dropout")
+
+    def __init__(self, hidden_size: int, num_labels: int):
         super().__init__()
-        self.shape_embedding = nn.Embedding(len(WORD_SHAPES), word_shape_dim, padding_idx=0) if word_shape_dim else None
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_size + word_shape_dim, num_labels)
+        self.hidden_size, self.num_labels = hidden_size, num_labels
 
-    def forward(self, token_states: torch.Tensor, word_shape_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if self.shape_embedding is not None:
-            if word_shape_ids is None:
-                raise ValueError("this token head uses word shapes: the batch needs 'word_shape_ids'")
-            token_states = torch.cat([token_states, self.shape_embedding(word_shape_ids)], dim=-1)
-        return self.classifier(self.dropout(token_states))
+    def get_config_dict(self) -> dict:
+        values = {key: getattr(self, key) for key in self.config_keys}
+        return {key: value.p if isinstance(value, nn.Dropout) else value for key, value in values.items()}
+
+    def save(self, folder: str | os.PathLike) -> None:
+        write_json(Path(folder) / "config.json", self.get_config_dict())
+        save_tensors(self.state_dict(), Path(folder) / "model.safetensors")
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, **settings) -> "Head":
+        """The head saved in `folder`; `settings` replace its saved ones (the model's width and the task's label
+        count: a head that does not match them fails here, on its weights)."""
+        config = read_json(Path(folder) / "config.json") | settings
+        if missing := [key for key in cls.config_keys if key not in config]:
+            raise CheckpointError(f"{folder}: config.json lacks {', '.join(missing)} (a {cls.__name__} needs them)")
+        head = cls(**{key: config[key] for key in cls.config_keys})
+        load_weights(head, Path(folder) / "model.safetensors")
+        return head
+
+
+class ClassificationHead(Head):
+    """A sentence vector (or any other head input) -> dropout -> linear -> logits."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float = 0.1):
+        super().__init__(hidden_size, num_labels)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, head_input: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(head_input))

@@ -7,8 +7,7 @@ start, so training starts from the pretrained encoder) are trained, with the hea
     per task   one adapter per task (peft named adapters): a batch runs its task's adapter, so
                predict() makes one backbone pass per task, and encode() is the plain pretrained encoder
 
-Saved as the unchanged base encoder plus peft's adapter folders (safetensors + JSON);
-`merged_encoder` folds an adapter into the weights for a plain encoder folder.
+A model saves the unchanged base encoder and peft's adapter folders; `merged_backbone` folds one adapter in.
 """
 from __future__ import annotations
 
@@ -49,24 +48,31 @@ def check_lora(rank: int | None, targets: str) -> None:
         raise ValueError(f"unknown LoRA targets {targets!r}; choose one of {', '.join(TARGETS)}")
 
 
-def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: str = "attention",
-             per_task: bool = False, dropout: float = 0.1) -> nn.Module:
-    """Wrap the model's backbone with LoRA adapters (one shared, or one per task); the rest of the
-    backbone is frozen. Returns the model."""
-    check_lora(rank, targets)
+def adapter_of(task: str, lora: dict | None) -> str | None:
+    """The adapter a task's batches run under these LoRA settings (`MultiTaskModel.lora`; None: no LoRA)."""
+    return None if lora is None else task if lora["lora_per_task"] else SHARED
+
+
+def with_adapters(backbone: nn.Module, adapters: list[str], lora: dict, saved: Path | None = None,
+                  dropout: float = 0.1) -> nn.Module:
+    """The backbone wrapped with the LoRA adapters named: new ones, as `lora` (ModelConfig's lora* settings)
+    says, or those saved in the folder `saved`. Only the adapters train."""
     peft = _peft()
-    config = peft.LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=TARGETS[targets],
-                             lora_dropout=dropout, bias="none")
-    names = list(model.tasks) if per_task else [SHARED]
+    config = peft.LoraConfig(r=lora["lora"], lora_alpha=lora["lora_alpha"], lora_dropout=dropout, bias="none",
+                             target_modules=TARGETS[lora["lora_targets"]])
     with _quiet_peft():
-        backbone = peft.get_peft_model(model.encoder.backbone, config, adapter_name=names[0])
-        for name in names[1:]:
-            backbone.add_adapter(name, config)
+        if saved is None:
+            backbone = peft.get_peft_model(backbone, config, adapter_name=adapters[0])
+        else:
+            backbone = peft.PeftModel.from_pretrained(backbone, saved / adapters[0], adapter_name=adapters[0],
+                                                      is_trainable=True)
+        for name in adapters[1:]:
+            if saved is None:
+                backbone.add_adapter(name, config)
+            else:
+                backbone.load_adapter(saved / name, adapter_name=name, is_trainable=True)
     all_adapters_trainable(backbone)
-    model.encoder.backbone = backbone
-    model.encoder.encode_without_adapters = per_task  # per task: encode() is the pretrained encoder
-    model.lora = {"rank": rank, "alpha": alpha or 2 * rank, "targets": targets, "per_task": per_task}
-    return model
+    return backbone
 
 
 def add_task_adapter(backbone: nn.Module, task: str) -> None:
@@ -120,32 +126,9 @@ def without_adapters(backbone: nn.Module):
         yield
 
 
-def adapter_of(model: nn.Module, task: str | None) -> str | None:
-    """The adapter a task's batches run (None: the model has no LoRA)."""
-    lora = getattr(model, "lora", None)
-    if lora is None:
-        return None
-    return task if lora["per_task"] else SHARED
-
-
 def save_adapters(backbone: nn.Module, directory: Path) -> None:
     backbone.save_pretrained(directory)  # one folder per adapter, adapter_model.safetensors + adapter_config.json
     give_default_mode(*Path(directory).rglob("*.safetensors"))
-
-
-def load_adapters(model: nn.Module, directory: Path, lora: dict) -> None:
-    """Put the saved adapters on a model built from the saved base encoder."""
-    peft = _peft()
-    names = list(model.tasks) if lora["per_task"] else [SHARED]
-    with _quiet_peft():
-        backbone = peft.PeftModel.from_pretrained(model.encoder.backbone, directory / names[0],
-                                                  adapter_name=names[0], is_trainable=True)
-        for name in names[1:]:
-            backbone.load_adapter(directory / name, adapter_name=name, is_trainable=True)
-    all_adapters_trainable(backbone)
-    model.encoder.backbone = backbone
-    model.encoder.encode_without_adapters = lora["per_task"]
-    model.lora = dict(lora)
 
 
 def base_backbone(backbone: nn.Module) -> nn.Module:

@@ -8,67 +8,49 @@ disappears from the gold data silently.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Callable
 
 import torch
-from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+
 IGNORE_INDEX = -100
-# Word-shape classes. The default backbone is uncased, so its tokens never show capitalisation,
-# the strongest single cue for named entities; the token head gets it back from the original words.
-WORD_SHAPES = ("pad", "lower", "Title", "UPPER", "mixed", "digits", "other")
-
-
-def word_shape(word: str) -> int:
-    """Index into WORD_SHAPES for one word (never 0: that is for special tokens and padding)."""
-    if any(c.isdigit() for c in word):
-        return WORD_SHAPES.index("digits")
-    letters = [c for c in word if c.isalpha()]
-    if not letters:
-        return WORD_SHAPES.index("other")
-    if all(c.islower() for c in letters):
-        return WORD_SHAPES.index("lower")
-    if all(c.isupper() for c in letters):
-        return WORD_SHAPES.index("UPPER")
-    if letters[0].isupper() and all(c.islower() for c in letters[1:]):
-        return WORD_SHAPES.index("Title")
-    return WORD_SHAPES.index("mixed")
 
 
 def tokenize_words(tokenizer: PreTrainedTokenizerBase, sentences: list[list[str]], max_length: int,
-                   tags: list[list[str]] | None = None, spec=None) -> dict[str, list]:
+                   tags: list[list[str]] | None = None, spec=None,
+                   word_features: dict[str, Callable[[str], int]] | None = None) -> dict[str, list]:
     """Tokenise pre-split sentences; align word labels (when given) to first subwords.
 
     Per sentence also: `labelled_words[k]`, the word whose first subword sits at token position
-    `word_starts[k]`; `num_words`; and `words_kept`, the words before the max_length cut.
+    `word_starts[k]`; `num_words`; `words_kept`, the words before the max_length cut; and per token, for
+    each of `word_features` (name: function of a word), the value of the token's word (0 at special tokens).
     """
+    word_features = word_features or {}
     for i, words in enumerate(sentences):
         if tags is not None and len(words) != len(tags[i]):
             raise ValueError(f"example {i}: {len(words)} tokens but {len(tags[i])} tags")
     encoded = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_length)
-    keys = ("input_ids", "attention_mask", "word_shape_ids", "labelled_words", "word_starts", "num_words",
+    keys = ("input_ids", "attention_mask", *word_features, "labelled_words", "word_starts", "num_words",
             "words_kept") + (("labels",) if tags is not None else ())
     out: dict[str, list] = {key: [] for key in keys}
     cut = empty = 0
     for i, words in enumerate(sentences):
         word_ids = encoded.word_ids(i)
-        shapes, labelled, starts, labels = [], [], [], []
-        previous = None
-        for position, word in enumerate(word_ids):
-            shapes.append(0 if word is None else word_shape(words[word]))
-            first = word is not None and word != previous
-            if first:
-                labelled.append(word)
-                starts.append(position)
-            if tags is not None:
-                labels.append(spec.label_id(tags[i][word]) if first else IGNORE_INDEX)
-            previous = word
+        starts = [p for p, word in enumerate(word_ids) if word is not None and word != (word_ids[p - 1] if p else None)]
+        labelled = [word_ids[p] for p in starts]
+        per_token = [[0 if word is None else f(words[word]) for word in word_ids] for f in word_features.values()]
+        labels = [IGNORE_INDEX] * len(word_ids)
+        for position, word in zip(starts, labelled if tags is not None else []):
+            labels[position] = spec.label_id(tags[i][word])
         # Truncation cuts the words after the last one it kept; a word with no subword at all
         # (e.g. a lone control character) is not "cut".
         kept = labelled[-1] + 1 if encoded.encodings[i].overflowing and labelled else len(words)
         cut += len(words) - kept
         empty += kept - sum(word < kept for word in labelled)
-        for key, value in zip(keys, (encoded["input_ids"][i], encoded["attention_mask"][i], shapes, labelled,
+        for key, value in zip(keys, (encoded["input_ids"][i], encoded["attention_mask"][i], *per_token, labelled,
                                      starts, len(words), kept, labels)):
             out[key].append(value)
     if cut or empty:
@@ -95,16 +77,10 @@ def tokenize_split(split: Dataset, spec, tokenizer: PreTrainedTokenizerBase, max
 
 
 def pad_batch(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Dynamic padding: pad to the longest sequence in this batch, not to a fixed length."""
+    """Dynamic padding, to the longest sequence in this batch: every per-token column (a list per example)
+    is padded, input_ids with the pad token, labels with IGNORE_INDEX (the loss skips it), any other with 0;
+    a column of one value per example (a sentence's label) is stacked."""
     longest = max(len(e["input_ids"]) for e in examples)
-
-    def padded(key: str, value: int) -> torch.Tensor:
-        return torch.tensor([e[key] + [value] * (longest - len(e[key])) for e in examples])
-
-    batch = {"input_ids": padded("input_ids", pad_token_id), "attention_mask": padded("attention_mask", 0)}
-    if "word_shape_ids" in examples[0]:
-        batch["word_shape_ids"] = padded("word_shape_ids", 0)
-    if "labels" in examples[0]:
-        labels = [e["labels"] for e in examples]
-        batch["labels"] = padded("labels", IGNORE_INDEX) if isinstance(labels[0], list) else torch.tensor(labels)
-    return batch
+    fill = {"input_ids": pad_token_id, "labels": IGNORE_INDEX}
+    return {key: torch.tensor([e[key] + [fill.get(key, 0)] * (longest - len(e[key])) if isinstance(e[key], list)
+                               else e[key] for e in examples]) for key in examples[0]}

@@ -1,8 +1,11 @@
 import json
+import shutil
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
+from mtl_utils.freezing import apply_freezing, route_task
 from mtl_utils.model import MultiTaskModel
 from mtl_utils.serialization import CheckpointError
 from mtl_utils.tasks import TaskSpec
@@ -58,7 +61,12 @@ def test_predict_format(model):
 
 def test_save_load_round_trip(model, tmp_path):
     model.save_pretrained(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["encoder", "heads.safetensors", "mtl_config.json"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["encoder", "heads", "mtl_config.json"]
+    for task, keys in (("ner", ["dropout", "hidden_size", "num_labels", "word_shape_dim"]),
+                       ("sentiment", ["dropout", "hidden_size", "num_labels"])):  # each head in a folder of its own
+        folder = tmp_path / "m" / "heads" / task
+        assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+        assert sorted(json.loads((folder / "config.json").read_text())) == keys
     loaded = MultiTaskModel.from_pretrained(tmp_path / "m")
     model.eval(), loaded.eval()
     data = batches(model.encoder.tokenizer)
@@ -71,12 +79,57 @@ def test_checkpoint_expectations_and_corruption(model, tmp_path):
     model.save_pretrained(tmp_path / "m")
     with pytest.raises(CheckpointError, match="expected"):
         MultiTaskModel.from_pretrained(tmp_path / "m", expected_tasks={"ner": ["O", "B-PER"]})
-    heads = tmp_path / "m" / "heads.safetensors"
+    heads = tmp_path / "m" / "heads" / "ner" / "model.safetensors"
     heads.write_bytes(heads.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="missing or corrupt"):
         MultiTaskModel.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "heads" / "ner" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match=r"ner[/\\]config\.json: missing or unreadable"):
+        MultiTaskModel.from_pretrained(tmp_path / "m")
     with pytest.raises(CheckpointError, match="mtl_config.json is missing"):
         MultiTaskModel.from_pretrained(tmp_path)
+
+
+def save_in_format_2(model, directory):
+    """What save_pretrained wrote up to format 2: every head's weights in one heads.safetensors."""
+    model.save_pretrained(directory)
+    shutil.rmtree(directory / "heads")
+    save_file({k: v.contiguous() for k, v in model.heads.state_dict().items()}, directory / "heads.safetensors")
+    config = json.loads((directory / "mtl_config.json").read_text())
+    (directory / "mtl_config.json").write_text(json.dumps({**config, "format_version": 2}))
+
+
+def test_a_model_saved_in_format_2_loads_as_the_same_model(model, tmp_path):
+    apply_freezing(model, "bottom:2")
+    route_task(model, "sentiment", 3)
+    save_in_format_2(model, tmp_path / "m")
+    loaded = MultiTaskModel.from_pretrained(tmp_path / "m")
+    assert loaded.config == model.config and list(loaded.tasks) == ["ner", "sentiment"]
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    assert [p.requires_grad for p in loaded.parameters()] == [p.requires_grad for p in model.parameters()]
+    assert loaded.predict(SENTENCES) == model.predict(SENTENCES)
+    loaded.save_pretrained(tmp_path / "again")  # and is saved in the current format
+    assert MultiTaskModel.from_pretrained(tmp_path / "again").predict(SENTENCES) == model.predict(SENTENCES)
+    (tmp_path / "m" / "heads.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="heads.safetensors: missing or corrupt"):
+        MultiTaskModel.from_pretrained(tmp_path / "m")
+
+
+def test_a_model_saved_in_a_newer_format_is_refused_in_one_line(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "mtl_config.json").read_text())
+    (tmp_path / "m" / "mtl_config.json").write_text(json.dumps({**config, "format_version": 4}))
+    with pytest.raises(CheckpointError, match=r"saved in format 4, newer than this mtl_utils reads \(1-3\)"):
+        MultiTaskModel.from_pretrained(tmp_path / "m")
+
+
+def test_a_task_finds_its_parts(model):
+    route_task(model, "sentiment", 2)
+    part = model.part("sentiment")
+    assert part.spec is model.tasks["sentiment"] and part.head is model.heads["sentiment"]
+    assert (part.top_k, part.adapter) == (2, None) and model.layer_routing == {"sentiment": 2}
+    with pytest.raises(ValueError, match="unknown task 'pos'; this model has tasks: ner, sentiment"):
+        model.part("pos")
 
 
 def test_config_is_json(model, tmp_path):

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -66,3 +69,12 @@ def test_export_loads_in_sentence_transformers(encoder, tmp_path):
     loaded = SentenceTransformer(str(tmp_path / "enc"), device="cpu")
     assert np.abs(loaded.encode(SENTENCES) - encoder.encode(SENTENCES)).max() < 1e-5
     assert not list((tmp_path / "enc").glob("*.bin")), "weights must be safetensors only"
+
+
+@pytest.mark.parametrize("module", ["encoder", "pooling", "heads", "lora"])
+def test_the_encoders_modules_import_no_data_or_metrics_library(module):
+    """Layering: the encoder, pooling, heads and LoRA never need datasets, seqeval, scikit-learn or scipy."""
+    code = (f"import sys, mtl_utils.{module}\n"
+            "print(sorted({'datasets', 'seqeval', 'sklearn', 'scipy'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr[-500:]

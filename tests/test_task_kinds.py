@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from datasets import Dataset
 from seqeval.metrics import classification_report
 from seqeval.scheme import IOB2, Entities
-from torch import nn
 
 from mtl_utils.encoder import SentenceEncoder
 from mtl_utils.evaluation import evaluate_task
+from mtl_utils.freezing import apply_freezing
 from mtl_utils.model import ModelConfig, MultiTaskModel
 from mtl_utils.pooling import pool
 from mtl_utils.predict import split_words
@@ -21,12 +21,10 @@ from mtl_utils.training import TrainConfig, train
 
 
 class MultiLabelClassification(TaskKind):
-    """Test-only kind: any number of labels per sentence (sigmoid per label, micro-F1)."""
+    """Test-only kind: any number of labels per sentence (sigmoid per label, micro-F1). The defaults give
+    its head (dropout and a linear layer on the pooled vector) and its feature cache rows and batches."""
 
     name, headline = "multilabel", "micro_f1"
-
-    def make_head(self, hidden_size, num_labels, dropout, word_shape_dim):
-        return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_labels))
 
     def tokenize(self, split, spec, tokenizer, max_length):
         features = tokenize_sentences(tokenizer, list(split["text"]), max_length, spec.name)
@@ -106,6 +104,35 @@ def test_a_new_kind_trains_evaluates_saves_and_predicts_without_touching_the_pac
     [prediction] = loaded.predict(["heavy rain and strong wind and the team won the match"])
     assert prediction["topics"] == ["sport", "weather"]
     assert prediction == model.predict(["heavy rain and strong wind and the team won the match"])[0]
+
+
+def test_a_new_kind_trains_on_the_cached_features_of_a_frozen_backbone(multilabel_kind):
+    """The default cache rows (one vector per sentence) and batches (stacked); the head's dropout draws the
+    same masks as on re-encoded batches, so both runs take the same steps."""
+    spec = TaskSpec("topics", "multilabel", TOPICS)
+    runs = {}
+    for cache in (True, False):
+        torch.manual_seed(0)
+        model = apply_freezing(MultiTaskModel(SentenceEncoder.from_pretrained(), [spec]), "backbone")
+        features = {"topics": tokenize_split(synthetic_split(36), spec, model.encoder.tokenizer)}
+        runs[cache] = train(model, features, {}, TrainConfig(epochs=3, batch_size=6, head_lr=1e-2, seed=0, quiet=True,
+                                                             cache_frozen_backbone=cache))
+    assert runs[True]["cached_features"] and not runs[False]["cached_features"]
+    cached, reencoded = ([s["loss"] for s in runs[cache]["steps"]] for cache in (True, False))
+    assert len(cached) == len(reencoded) == 18 and max(abs(a - b) for a, b in zip(cached, reencoded)) < 1e-4
+    assert sum(cached[-6:]) < sum(cached[:6])  # and the head learns
+
+
+def test_a_kind_that_lacks_a_method_fails_when_it_is_registered():
+    class Incomplete(TaskKind):
+        name, headline = "incomplete", "accuracy"
+
+        def tokenize(self, split, spec, tokenizer, max_length):
+            return {}
+
+    with pytest.raises(TypeError, match=r"^task kind Incomplete lacks head_input, decode, score, describe \(see TaskKind\)$"):
+        register_task_kind(Incomplete())
+    assert "incomplete" not in TASK_KINDS
 
 
 def strict_entities(tags: list[str]) -> tuple[list[tuple[str, int, int]], dict]:

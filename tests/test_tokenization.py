@@ -1,7 +1,8 @@
 import pytest
 
+from mtl_utils.task_kinds import WORD_SHAPES, word_shape
 from mtl_utils.tasks import BUILTIN_TASKS
-from mtl_utils.tokenization import WORD_SHAPES, word_shape, IGNORE_INDEX, pad_batch, tokenize_words
+from mtl_utils.tokenization import IGNORE_INDEX, pad_batch, tokenize_words
 
 NER = BUILTIN_TASKS["ner"]
 
@@ -55,3 +56,19 @@ def test_dynamic_padding_pads_to_longest_in_batch():
     assert batch["input_ids"].tolist() == [[1, 2, 3], [1, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[0, 1, 0], [2, IGNORE_INDEX, IGNORE_INDEX]]
+
+
+def test_padding_is_generic_any_per_token_column_gets_zeros_a_sentence_label_is_stacked():
+    batch = pad_batch([{"input_ids": [5, 6], "attention_mask": [1, 1], "word_shape_ids": [2, 3], "labels": 1},
+                       {"input_ids": [5], "attention_mask": [1], "word_shape_ids": [4], "labels": 0}], pad_token_id=9)
+    assert list(batch) == ["input_ids", "attention_mask", "word_shape_ids", "labels"]
+    assert batch["input_ids"].tolist() == [[5, 6], [5, 9]] and batch["word_shape_ids"].tolist() == [[2, 3], [4, 0]]
+    assert batch["labels"].tolist() == [1, 0]
+
+
+def test_word_features_are_computed_per_token_from_its_word(encoder):
+    out = tokenize_words(encoder.tokenizer, [["Kwazulu-Natal", "is", "NATO"]], 64, word_features={"shape": word_shape})
+    tokens = encoder.tokenizer.convert_ids_to_tokens(out["input_ids"][0])
+    assert len(tokens) > 5 and set(out) >= {"shape", "labelled_words", "word_starts"} and "labels" not in out
+    names = [WORD_SHAPES[s] for s in out["shape"][0]]
+    assert names[0] == names[-1] == "pad" and names[1:-1] == ["mixed"] * (len(tokens) - 4) + ["lower", "UPPER"]
