@@ -12,7 +12,7 @@ from mtl_utils.model import MultiTaskModel
 from mtl_utils.sampling import length_grouped_batches
 from mtl_utils.tasks import BUILTIN_TASKS
 from mtl_utils.tokenization import pad_batch, tokenize_split
-from mtl_utils.training import make_adamw
+from mtl_utils.training import TrainConfig, make_adamw, training_step
 
 
 def parse_arguments(description: str) -> argparse.Namespace:
@@ -40,10 +40,12 @@ def grouped_batches(features: dict, keys: list[str], batch_size: int, steps: int
     return [pad_batch([{k: features[k][i] for k in keys} for i in batch], pad_token_id) for batch in rows]
 
 
+NO_CLIPPING = TrainConfig(max_grad_norm=0.0)  # what these benchmarks have always timed
+
+
 def train_steps(model: MultiTaskModel, optimizer: torch.optim.Optimizer, batches: list[dict]) -> None:
-    """The steps of mtl_utils' training loop: forward, backward, AdamW, gradients to None."""
+    """mtl_utils' training step (`training.training_step`, the one train() runs) on each batch: forward,
+    backward, AdamW, gradients to None (no scheduler, no clipping)."""
     model.train()
     for batch in batches:
-        model("ner", **batch)["loss"].backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        training_step(model, "ner", batch, optimizer, None, NO_CLIPPING)

@@ -1,12 +1,13 @@
 """Same seeded settings, same numbers: run small trainings and dump everything a change could move.
 
-    python ci/same_numbers.py run OUT.json          # with the checkout's code (PYTHONPATH decides)
+    python ci/same_numbers.py run OUT.json [NAME ...] # with the checkout's code (PYTHONPATH decides)
     python ci/same_numbers.py compare A.json B.json # bitwise: step losses, metrics, predictions, vectors
 
 For a change that must not change any number (a refactor), run it on both commits and compare. Each
 setting trains through the command line on a few real sentences (2 epochs, fp32, a checkpoint every
 5 steps), then its saved model is loaded back for predict() and encode(). Floats are compared as
-written by json (repr round-trips exactly), so equal means bitwise equal.
+written by json (repr round-trips exactly), so equal means bitwise equal. The bf16 setting tells the
+command that this CPU computes bf16 fast (its timing probe can say no on a busy machine).
 """
 from __future__ import annotations
 
@@ -31,17 +32,20 @@ TEXTS = ["EU rejects German call to boycott British lamb.", "a gripping, beautif
          "Peter Blackburn flew from Brussels to New York on Monday.", "the plot is thin and the jokes fall flat",
          "Japan's Nikkei closed at 21,000.", "I"]
 STEP_KEYS = ("step", "epoch", "task", "loss", "lr", "keep")
+COMMAND = ("import sys, mtl_utils.precision as p; from mtl_utils.train import main\n"
+           "if 'bf16' in sys.argv: p.cpu_bf16_is_fast = lambda: True\n"
+           "main(sys.argv[1:])")
 
 
-def run_all(out: Path) -> None:
+def run_all(out: Path, names: list[str]) -> None:
     import torch
     from mtl_utils.model import MultiTaskModel
     torch.set_num_threads(2)
     result = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, extra in SETTINGS.items():
+        for name in names or SETTINGS:
             run_dir = Path(tmp) / name
-            subprocess.run([sys.executable, "-m", "mtl_utils.train", *COMMON, *extra, "--output-dir", str(run_dir)],
+            subprocess.run([sys.executable, "-c", COMMAND, *COMMON, *SETTINGS[name], "--output-dir", str(run_dir)],
                            check=True)
             history = json.loads((run_dir / "history.json").read_text())
             metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -69,8 +73,8 @@ def differences(a, b, where: str = "") -> list[str]:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["run"] and len(sys.argv) == 3:
-        run_all(Path(sys.argv[2]))
+    if sys.argv[1:2] == ["run"] and len(sys.argv) >= 3:
+        run_all(Path(sys.argv[2]), sys.argv[3:])
     elif sys.argv[1:2] == ["compare"] and len(sys.argv) == 4:
         a, b = (json.loads(Path(p).read_text()) for p in sys.argv[2:])
         found = differences(a, b)

@@ -9,10 +9,11 @@
         state.json              everything else (scheduler, history, python and numpy RNG, the position
                                 within the epoch: how many of its batches are done)
 
-A checkpoint is written into a temporary folder, renamed, and only then named in latest.json (an
-atomic file replace); older ones are removed after that. So a kill at any moment leaves the previous
-checkpoint intact, and a write that fails (a full disk) too: the temporary folder is removed and a
-CheckpointError says why. Only safetensors and JSON are read back: nothing is unpickled. Files get
+A checkpoint is written into a temporary folder, its files flushed to disk (fsync), renamed, and only
+then named in latest.json (an atomic file replace); older ones are removed after that. So a kill or a
+power cut at any moment leaves the previous checkpoint intact, and a write that fails (a full disk)
+too: the temporary folder is removed and a CheckpointError says why. With `keep` > 1, a latest
+checkpoint that cannot be read (a file cut short) is skipped, with a warning, for the one before it. Only safetensors and JSON are read back: nothing is unpickled. Files get
 the mode any new file gets (0o666 less the umask), not safetensors' 0600.
 
 With several processes (DDP), the main process writes it, with the random states of every process
@@ -26,6 +27,9 @@ import json
 import os
 import random
 import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+
+from .distributed import from_main
 from .serialization import CheckpointError, give_default_mode
 
 LATEST = "latest.json"
@@ -51,9 +59,19 @@ def _write_json(path: Path, data: dict) -> None:
         raise
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to disk: a rename is durable only once the data is."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file(tensors, path)
     give_default_mode(path)
+    _fsync(path)
 
 
 def kept_checkpoints(directory: str | os.PathLike) -> list[str]:
@@ -129,6 +147,7 @@ def save_training_state(directory: str | os.PathLike, epoch: int, step: int, mod
         })
         shutil.rmtree(final, ignore_errors=True)  # a leftover no latest.json names (a kill before it did)
         os.replace(tmp, final)
+        _fsync(root)
         kept = [name for name in kept_checkpoints(root) if name != final.name][-(keep - 1):] if keep > 1 else []
         kept.append(final.name)
         _write_json(root / LATEST, {"epoch": epoch, "step": step, "path": final.name, "kept": kept})
@@ -150,21 +169,37 @@ def save_training_state(directory: str | os.PathLike, epoch: int, step: int, mod
     return final
 
 
+def _read_checkpoint(folder: Path) -> tuple[dict, dict, dict]:
+    """(state.json, optimizer tensors, model weights) of one checkpoint folder, every file read and
+    checked before anything is restored."""
+    try:
+        return (json.loads((folder / "state.json").read_text()), load_file(folder / "optimizer.safetensors"),
+                load_file(folder / "model.safetensors"))
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{folder}: incomplete checkpoint ({err.filename} is missing)") from None
+    except (json.JSONDecodeError, SafetensorError, OSError) as err:
+        raise CheckpointError(f"{folder}: corrupt checkpoint ({type(err).__name__}: {err})") from None
+
+
 def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                         scheduler, process_index: int = 0) -> dict:
-    """Restore model, optimizer, scheduler and RNG states (those of process `process_index`) in place;
-    returns {"epoch", "step", "history", "within_epoch"} (None: at an epoch's end)."""
+    """Restore model, optimizer, scheduler and RNG states (those of process `process_index`) in place
+    from the latest readable checkpoint; returns {"epoch", "step", "history", "within_epoch"} (None: at
+    an epoch's end)."""
     root = Path(directory)
-    try:
-        latest = json.loads((root / LATEST).read_text())
-        folder = root / latest["path"]
-        state = json.loads((folder / "state.json").read_text())
-        tensors = load_file(folder / "optimizer.safetensors")
-        weights = load_file(folder / "model.safetensors")
-    except FileNotFoundError as err:
-        raise CheckpointError(f"{root}: no complete checkpoint to resume from ({err.filename} is missing)") from None
-    except (json.JSONDecodeError, KeyError, SafetensorError, OSError) as err:
-        raise CheckpointError(f"{root}: corrupt checkpoint ({type(err).__name__}: {err})") from None
+    kept = kept_checkpoints(root)
+    if not kept:
+        raise CheckpointError(f"{root}: corrupt checkpoint ({LATEST} unreadable or names no folder)"
+                              if (root / LATEST).is_file() else
+                              f"{root}: no complete checkpoint to resume from ({LATEST} is missing)")
+    for name in reversed(kept):
+        try:
+            folder, (state, tensors, weights) = root / name, _read_checkpoint(root / name)
+            break
+        except CheckpointError as err:
+            if name == kept[0]:
+                raise
+            warnings.warn(f"{err}; resuming from the checkpoint before it", stacklevel=2)
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
@@ -197,3 +232,94 @@ def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, op
     restore_rng_state(rng)
     return {"epoch": state["epoch"], "step": state["step"], "history": state["history"],
             "within_epoch": state.get("within_epoch")}
+
+
+@dataclass
+class Position:
+    """Where a run stands: steps taken, epochs complete, and how far into the current epoch (this
+    process's batches, every process's sentences, since when); `resumed`: the checkpoint's place
+    inside an epoch, until that epoch has skipped the batches it had done."""
+
+    step: int = 0
+    epoch: int = 0
+    epoch_step: int = 0
+    sentences: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    resumed: dict | None = None
+
+    def begin_epoch(self, batches, processes: int) -> None:
+        """Start the epoch's clock and counts; resumed inside it, take from `batches` (a fresh iterator
+        over the epoch) the batches this process had trained on. The sampler's order depends on the
+        seed and the epoch alone, so the epoch replays the same batches and goes on with the next.
+        Starting the iterator draws from torch's generator (the DataLoader's seed for its workers), as
+        the epoch's start did before the checkpoint, whose random state is therefore set again: dropout
+        then draws as in a run that was never interrupted."""
+        self.epoch_step, self.sentences, self.started = 0, 0, time.perf_counter()
+        if self.resumed is None:
+            return
+        done = self.resumed["epoch_step"]
+        if self.resumed["processes"] != processes:  # each process skipped its share of the batches done then
+            done = done * self.resumed["processes"] // processes
+            warnings.warn(f"resuming inside an epoch with {processes} processes instead of "
+                          f"{self.resumed['processes']}: the rest of the epoch is split differently (some batches "
+                          "may be seen twice)", stacklevel=3)
+        restored = capture_rng_state()
+        for _ in range(done):
+            next(batches)
+        restore_rng_state(restored)
+        self.epoch_step, self.sentences = done, self.resumed["sentences"]
+        self.started -= self.resumed["seconds"]
+        self.resumed = None
+
+    def within_epoch(self, processes: int) -> dict:
+        return {"epoch_step": self.epoch_step, "processes": processes, "sentences": self.sentences,
+                "seconds": time.perf_counter() - self.started}
+
+
+class Checkpointer:
+    """The run's checkpoint protocol: every `every` steps inside an epoch and after each epoch (then
+    with its evaluation), written by the main process with every process's random state; `resume()`
+    continues from the last readable one. Without an output dir it does nothing."""
+
+    def __init__(self, output_dir: str | os.PathLike | None, accelerator: Accelerator, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler, every: int, keep: int):
+        self.directory = Path(output_dir) / "checkpoint" if output_dir is not None else None
+        self.accelerator, self.model, self.optimizer, self.scheduler = accelerator, model, optimizer, scheduler
+        self.every, self.keep = every, keep
+
+    def resume(self) -> tuple[Position, dict]:
+        """The position and history of the last checkpoint, its weights, optimizer, schedule and random
+        state restored."""
+        if self.directory is None:
+            raise ValueError("resume=True needs the output_dir of the interrupted run")
+        restored = load_training_state(self.directory, self.accelerator.unwrap_model(self.model), self.optimizer,
+                                       self.scheduler, process_index=self.accelerator.process_index)
+        position = Position(restored["step"], restored["epoch"], resumed=restored["within_epoch"])
+        return position, restored["history"]
+
+    def maybe_save(self, position: Position, history: dict, steps_in_epoch: int) -> None:
+        """Every `every` steps, unless the epoch has just ended (its checkpoint follows evaluation)."""
+        if (self.directory is not None and self.every and position.step % self.every == 0
+                and position.epoch_step < steps_in_epoch):
+            self._write(position.epoch, position.step, history,
+                        position.within_epoch(self.accelerator.num_processes))
+
+    def save_epoch(self, position: Position, history: dict) -> None:
+        if self.directory is not None:
+            self._write(position.epoch, position.step, history, None)
+
+    def _write(self, epochs_done: int, step: int, history: dict, within: dict | None) -> None:
+        # A failed write (a full disk) stops every process, and none goes on before the checkpoint is on disk.
+        rng_states = gather_object([capture_rng_state()])  # each process's dropout has drawn differently
+
+        def write() -> str | None:
+            try:
+                save_training_state(self.directory, epochs_done, step, self.accelerator.unwrap_model(self.model),
+                                    self.optimizer, self.scheduler, history, rng_states, within_epoch=within,
+                                    keep=self.keep)
+            except CheckpointError as err:
+                return str(err)
+
+        error = from_main(self.accelerator, write)
+        if error is not None:
+            raise CheckpointError(error)

@@ -195,36 +195,31 @@ def read_intent_split(directory: str | os.PathLike, labels: list[str]) -> dict[s
     return {"text": texts, "label": names}
 
 
-def _from_hub(dataset: str, **kwargs) -> DatasetDict | Dataset:
-    from datasets import load_dataset
-
+def _from_hub(dataset: str, splits: tuple[str, ...], columns: tuple[str, ...], note: str = "") -> DatasetDict:
+    """The Hub copy of `dataset`, which must have these splits, each with these columns (else a DataFormatError)."""
+    from datasets import load_dataset  # here: tests stand in for it (datasets.load_dataset) after this module loads
     hub_id = HUB_IDS[dataset]
     try:
-        return load_dataset(hub_id, **kwargs)
+        hub = load_dataset(hub_id)
     except Exception as err:  # offline, DNS, 404, ...: all mean "not from the Hub"
         raise DataUnavailableError(
             f"no data directory was given and {hub_id} could not be loaded from the Hugging Face Hub "
             f"({type(err).__name__}: {err}). Set {DATA_DIR_ENV} (or pass --data-dir) to a folder "
-            f"laid out like shared/data, with {dataset}/ inside."
-        ) from err
-
-
-def _check_hub_columns(hub: dict[str, Dataset], dataset: str, splits: tuple[str, ...], columns: tuple[str, ...]) -> None:
-    """The Hub copy of `dataset` has these splits, each with these columns; else a DataFormatError naming them."""
-    hub_id = HUB_IDS[dataset]
+            f"laid out like shared/data, with {dataset}/ inside.{note}") from err
     for split in splits:
         if split not in hub:
             raise DataFormatError(f"{hub_id}: no split {split!r} (found {list(hub)})")
         missing = [column for column in columns if column not in hub[split].column_names]
         if missing:
             raise DataFormatError(f"{hub_id}, split {split!r}: no column {missing[0]!r} (found {hub[split].column_names})")
+    return hub
 
 
-def _names_from_hub(split: Dataset, dataset: str, column: str, expected: list[str]) -> list[str]:
-    """The Hub's label names for `column` (a ClassLabel, or a sequence of them), in the Hub's order:
-    ids are read by name, so another order is fine, but not another label set or ids without names."""
-    hub_id = HUB_IDS[dataset]
-    feature = split.features[column]
+def _hub_labels(hub: DatasetDict, dataset: str, splits: tuple[str, ...], column: str, expected: list[str]) -> dict:
+    """{split: its `column` as label names}. The Hub's ids (a ClassLabel, or sequences of them) are read by its own
+    names: another order is fine, but not another label set, ids without names, or ids outside them (-1: unlabeled)."""
+    hub_id, feature = HUB_IDS[dataset], hub["train"].features[column]
+    sequences = hasattr(feature, "feature")
     feature = getattr(feature, "feature", feature)  # Sequence(ClassLabel) -> ClassLabel
     if not isinstance(feature, ClassLabel):
         kind = getattr(feature, "dtype", type(feature).__name__)
@@ -233,16 +228,15 @@ def _names_from_hub(split: Dataset, dataset: str, column: str, expected: list[st
     names = list(feature.names)
     if sorted(names) != sorted(expected):
         raise DataFormatError(f"{hub_id}: column {column!r} has labels {names}, expected {expected}")
-    return names
-
-
-def _decode_hub_ids(ids: list[int], names: list[str], dataset: str, split: str, column: str) -> list[str]:
-    """Label ids -> names; an id outside the names (e.g. -1, an unlabeled row) is a DataFormatError."""
-    outside = sorted({i for i in ids if not 0 <= i < len(names)})
-    if outside:
-        raise DataFormatError(f"{HUB_IDS[dataset]}, split {split!r}: column {column!r} has ids {outside[:5]} "
-                              f"outside 0..{len(names) - 1} ({names})")
-    return [names[i] for i in ids]
+    decoded = {}
+    for split in splits:
+        rows = hub[split][column] if sequences else [hub[split][column]]
+        outside = sorted({i for ids in rows for i in ids if not 0 <= i < len(names)})
+        if outside:
+            raise DataFormatError(f"{hub_id}, split {split!r}: column {column!r} has ids {outside[:5]} "
+                                  f"outside 0..{len(names) - 1} ({names})")
+        decoded[split] = [[names[i] for i in ids] for ids in rows] if sequences else [names[i] for i in rows[0]]
+    return decoded
 
 
 def load_conll2003(data_dir: str | os.PathLike | None = None) -> DatasetDict:
@@ -250,15 +244,10 @@ def load_conll2003(data_dir: str | os.PathLike | None = None) -> DatasetDict:
     root, splits = resolve_data_dir(data_dir), ("train", "validation", "test")
     if root is not None:
         return DatasetDict({split: Dataset.from_dict(read_conll(root / "conll2003" / f"{split}.txt")) for split in splits})
-    hub = _from_hub("conll2003")
-    _check_hub_columns(hub, "conll2003", splits, ("tokens", "ner_tags"))
-    names = _names_from_hub(hub["train"], "conll2003", "ner_tags", CONLL_NER_LABELS)
-    return DatasetDict({
-        split: Dataset.from_dict({"tokens": hub[split]["tokens"],
-                                  "tags": [_decode_hub_ids(seq, names, "conll2003", split, "ner_tags")
-                                           for seq in hub[split]["ner_tags"]]})
-        for split in splits
-    })
+    hub = _from_hub("conll2003", splits, ("tokens", "ner_tags"))
+    tags = _hub_labels(hub, "conll2003", splits, "ner_tags", CONLL_NER_LABELS)
+    return DatasetDict({split: Dataset.from_dict({"tokens": hub[split]["tokens"], "tags": tags[split]})
+                        for split in splits})
 
 
 def load_sst2(data_dir: str | os.PathLike | None = None) -> DatasetDict:
@@ -266,24 +255,17 @@ def load_sst2(data_dir: str | os.PathLike | None = None) -> DatasetDict:
     root, splits = resolve_data_dir(data_dir), ("train", "validation")
     if root is not None:
         return DatasetDict({split: Dataset.from_dict(read_sst2_tsv(root / "sst2" / f"{split}.tsv")) for split in splits})
-    hub = _from_hub("sst2")
-    _check_hub_columns(hub, "sst2", splits, ("sentence", "label"))
-    names = _names_from_hub(hub["train"], "sst2", "label", SST2_LABELS)
-    return DatasetDict({
-        split: Dataset.from_dict({"text": [s.strip() for s in hub[split]["sentence"]],
-                                  "label": _decode_hub_ids(hub[split]["label"], names, "sst2", split, "label")})
-        for split in splits
-    })
+    hub = _from_hub("sst2", splits, ("sentence", "label"))
+    labels = _hub_labels(hub, "sst2", splits, "label", SST2_LABELS)
+    return DatasetDict({split: Dataset.from_dict({"text": [s.strip() for s in hub[split]["sentence"]],
+                                                  "label": labels[split]}) for split in splits})
 
 
 def load_stsb_validation(data_dir: str | os.PathLike | None = None) -> Dataset:
     """STS-B validation pairs with gold similarity scores (0-5 locally, 0-1 on the Hub; Spearman ignores scale)."""
-    root = resolve_data_dir(data_dir)
-    if root is not None:
+    if (root := resolve_data_dir(data_dir)) is not None:
         return Dataset.from_dict(read_stsb_tsv(root / "stsb" / "validation.tsv"))
-    pairs = _from_hub("stsb", split="validation")
-    _check_hub_columns({"validation": pairs}, "stsb", ("validation",), ("sentence1", "sentence2", "score"))
-    return pairs
+    return _from_hub("stsb", ("validation",), ("sentence1", "sentence2", "score"))["validation"]
 
 
 def load_snips_intent(data_dir: str | os.PathLike | None = None) -> DatasetDict:
@@ -304,15 +286,8 @@ def load_snips_intent(data_dir: str | os.PathLike | None = None) -> DatasetDict:
         return DatasetDict({split: Dataset.from_dict(read_intent_split(root / "snips" / split, labels))
                             for split in ("train", "validation", "test")})
     hub_id = HUB_IDS["snips"]
-    try:
-        hub = _from_hub("snips")
-    except DataUnavailableError as err:
-        raise DataUnavailableError(f"{err} ({hub_id} is a community copy of SNIPS chosen from its dataset card; "
-                                   "loading it has not been tested from this project, which has no network.)") from err.__cause__
-    for split in ("train", "test"):
-        if split not in hub or not {"text", "category"} <= set(hub[split].column_names):
-            found = {name: hub[name].column_names for name in hub}
-            raise DataFormatError(f"{hub_id}: expected splits train and test with columns 'text' and 'category', found {found}")
+    hub = _from_hub("snips", ("train", "test"), ("text", "category"), f" ({hub_id} is a community copy of SNIPS chosen "
+                    "from its dataset card; loading it has not been tested from this project, which has no network.)")
     found_labels = sorted(set(hub["train"]["category"]) | set(hub["test"]["category"]))
     if found_labels != sorted(SNIPS_INTENT_LABELS):
         raise DataFormatError(f"Hub column 'category' of {hub_id} has labels {found_labels}, expected {SNIPS_INTENT_LABELS}")

@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 
 from .backbone import named_blocks
-from .data import load_conll2003, load_sst2, load_stsb_validation
 from .encoder import SentenceEncoder
 from .evaluation import evaluate_task, stsb_spearman
 from .freezing import apply_freezing
 from .memory import training_memory
 from .model import MultiTaskModel
+from .prepare import prepare_tasks
 from .tasks import BUILTIN_TASKS
-from .tokenization import pad_batch, tokenize_split
+from .tokenization import pad_batch
 from .training import TrainConfig, train
 
 TASKS = ("ner", "sentiment")
@@ -30,25 +30,15 @@ TASKS = ("ner", "sentiment")
 
 def load_experiment_data(tokenizer, n_train: int | None, n_eval: int | None, seed: int = 0,
                          data_dir: str | None = None) -> dict:
-    """Random training subsets of `n_train` sentences per task (None: all), the first `n_eval` held-out
-    sentences / STS-B pairs (None: the whole validation splits), tokenised once."""
-    splits = {"ner": load_conll2003(data_dir), "sentiment": load_sst2(data_dir)}
-    stsb = load_stsb_validation(data_dir)
-    data = {"train_splits": {}, "train_features": {}, "eval_sets": {}}
-    for task in TASKS:
-        spec, train_split, held_out = BUILTIN_TASKS[task], splits[task]["train"], splits[task]["validation"]
-        if n_train is not None:
-            train_split = train_split.shuffle(seed=seed).select(range(min(n_train, len(train_split))))
-        if n_eval is not None:
-            held_out = held_out.select(range(min(n_eval, len(held_out))))
-        data["train_splits"][task] = train_split
-        data["train_features"][task] = tokenize_split(train_split, spec, tokenizer)
-        data["eval_sets"][task] = (held_out, tokenize_split(held_out, spec, tokenizer))
-    data["stsb_pairs"] = stsb if n_eval is None else stsb.select(range(min(n_eval, len(stsb))))
-    data["sizes"] = {"train": {t: len(s) for t, s in data["train_splits"].items()},
-                     "validation": {t: len(s) for t, (s, _) in data["eval_sets"].items()},
-                     "stsb_pairs": len(data["stsb_pairs"])}
-    return data
+    """Random training subsets of `n_train` sentences per task (None, or not below a split's size: all of it), the
+    first `n_eval` validation sentences / STS-B pairs (None: all), tokenised once like the CLI's (prepare.py)."""
+    data = prepare_tasks([BUILTIN_TASKS[t] for t in TASKS], tokenizer, 256, data_dir, ("train", "validation"),
+                         n_train, n_eval, seed, stsb=True, max_stsb=n_eval)  # 256: the models' default max_length
+    eval_sets = data.held_out["validation"]
+    return {"train_splits": data.train_splits, "train_features": data.train_features, "eval_sets": eval_sets,
+            "stsb_pairs": data.stsb_pairs, "sizes": {"train": {t: len(s) for t, s in data.train_splits.items()},
+                                                     "validation": {t: len(s) for t, (s, _) in eval_sets.items()},
+                                                     "stsb_pairs": len(data.stsb_pairs)}}
 
 
 def fresh_model(tasks: tuple[str, ...] = TASKS, seed: int = 0, device: str = "cpu") -> MultiTaskModel:
@@ -76,8 +66,8 @@ def run_setting(name: str, model: MultiTaskModel, data: dict, config: TrainConfi
     batch = {k: v.to(device) for k, v in typical_batch(data["train_features"][memory_task], model.encoder.tokenizer.pad_token_id).items()}
     memory = training_memory(model, memory_task, batch)
     start = time.perf_counter()
-    history = train(model, {t: data["train_features"][t] for t in tasks},
-                    {t: data["eval_sets"][t] for t in TASKS if t in model.tasks}, config, stsb_pairs=data["stsb_pairs"])
+    eval_sets = {t: pair for t, pair in data["eval_sets"].items() if t in model.tasks}
+    history = train(model, {t: data["train_features"][t] for t in tasks}, eval_sets, config, data["stsb_pairs"])
     last = history["epochs"][-1]
     return {"name": name, "freeze": freeze or "none", "tasks": list(tasks), "seed": config.seed,
             "llrd_decay": config.llrd_decay, "epochs": config.epochs,
@@ -86,17 +76,21 @@ def run_setting(name: str, model: MultiTaskModel, data: dict, config: TrainConfi
             "cached_features": history["cached_features"],
             "train_sentences": sum(len(data["train_features"][t]["input_ids"]) for t in tasks) * config.epochs,
             "memory_mib": memory, "memory_task": memory_task,
-            "ner_f1": float(last["validation"]["ner"]["f1"]) if "ner" in last["validation"] else None,
-            "sentiment_accuracy": last["validation"]["sentiment"]["accuracy"] if "sentiment" in last["validation"] else None,
-            "stsb_spearman": last["stsb_spearman"], "wall_seconds": time.perf_counter() - start}
+            **headline_scores(model, last["validation"], data), "stsb_spearman": last["stsb_spearman"],
+            "wall_seconds": time.perf_counter() - start}
 
 
 def evaluate_only(name: str, model: MultiTaskModel, data: dict) -> dict:
     """The same row for a model that is not trained (everything frozen): held-out scores only."""
     scores = {t: evaluate_task(model, t, split, feats) for t, (split, feats) in data["eval_sets"].items()}
     return {"name": name, "freeze": "all", "trainable_parameters": 0, "train_seconds": 0.0,
-            "ner_f1": float(scores["ner"]["f1"]), "sentiment_accuracy": scores["sentiment"]["accuracy"],
-            "stsb_spearman": stsb_spearman(model.encoder, data["stsb_pairs"])}
+            **headline_scores(model, scores, data), "stsb_spearman": stsb_spearman(model.encoder, data["stsb_pairs"])}
+
+
+def headline_scores(model: MultiTaskModel, scores: dict[str, dict], data: dict) -> dict[str, float | None]:
+    """`{task}_{headline}` (ner_f1, sentiment_accuracy: the notebooks' columns) of each task; None if not scored."""
+    kinds = {t: (model.tasks.get(t) or BUILTIN_TASKS[t]).task_kind for t in [*data["eval_sets"], *model.tasks]}
+    return {f"{t}_{k.headline}": float(scores[t][k.headline]) if t in scores else None for t, k in kinds.items()}
 
 
 def snapshot_backbone(model: MultiTaskModel) -> dict[str, torch.Tensor]:

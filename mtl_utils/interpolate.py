@@ -21,10 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbone import load_backbone
-from .data import DataUnavailableError, load_stsb_validation
+from .data import DataUnavailableError
 from .evaluation import evaluate_task, stsb_spearman
 from .model import MultiTaskModel
-from .tokenization import tokenize_split
+from .prepare import prepare_tasks
 
 
 def interpolate(model: MultiTaskModel, pretrained: dict[str, torch.Tensor], a: float) -> MultiTaskModel:
@@ -61,28 +61,26 @@ def main(argv: list[str] | None = None) -> dict:
     settings = json.loads((run / "args.json").read_text())
     model = MultiTaskModel.from_pretrained(run / "model")
     pretrained = load_backbone(model.encoder.name_or_path)[0].state_dict()
-    held_out = {}
-    for task, spec in model.tasks.items():
-        split = spec.load(settings.get("data_dir"))["validation"]
-        if settings.get("max_eval_samples"):
-            split = split.select(range(min(settings["max_eval_samples"], len(split))))
-        held_out[task] = (split, tokenize_split(split, spec, model.encoder.tokenizer, model.encoder.max_length))
-    stsb = load_stsb_validation(settings.get("data_dir"))
+    # The run's validation data, capped as it was there, and STS-B unless --no-stsb: a = 1 scores as its last epoch.
+    data = prepare_tasks(list(model.tasks.values()), model.encoder.tokenizer, model.encoder.max_length,
+                         settings.get("data_dir"), ("validation",), max_eval=settings.get("max_eval_samples"),
+                         stsb=not settings.get("no_stsb"))
     rows = []
     for i in tqdm(range(args.steps), desc="interpolate", disable=args.quiet):
         a = i / (args.steps - 1)
         mixed = interpolate(model, pretrained, a)
-        row = {"a": a, "stsb_spearman": stsb_spearman(mixed.encoder, stsb)}
-        for task, (split, features) in held_out.items():
-            metrics = evaluate_task(mixed, task, split, features)
-            row[task] = {k: v for k, v in metrics.items() if k != "per_type"}
+        stsb = {} if data.stsb_pairs is None else {"stsb_spearman": stsb_spearman(mixed.encoder, data.stsb_pairs)}
+        row = {"a": a, **stsb}
+        for task, (split, features) in data.held_out.get("validation", {}).items():
+            row[task] = {k: v for k, v in evaluate_task(mixed, task, split, features).items() if k != "per_type"}
         rows.append(row)
     result = {"run": str(run.name), "validation": "validation splits" + (
         f" (first {settings['max_eval_samples']})" if settings.get("max_eval_samples") else ""), "points": rows}
     (run / "interpolation.json").write_text(json.dumps(result, indent=1))
     for row in rows:
-        print(f"a={row['a']:.1f}  " + "  ".join(
-            f"{t} {row[t][s.task_kind.headline]:.4f}" for t, s in model.tasks.items()) + f"  STS-B {row['stsb_spearman']:.4f}")
+        scores = [f"{t} {row[t][s.task_kind.headline]:.4f}" for t, s in model.tasks.items()]
+        stsb = [f"STS-B {row['stsb_spearman']:.4f}"] if "stsb_spearman" in row else []
+        print("  ".join([f"a={row['a']:.1f}", *scores, *stsb]))
     return result
 
 

@@ -9,10 +9,10 @@ LayerNorm, softmax and GELU take bf16 inputs (and give bf16 outputs) under autoc
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import timeit
-from contextlib import contextmanager
 
 import torch
 
@@ -65,16 +65,22 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> str:
     if requested == "bf16" and device.type == "cpu" and not cpu_bf16_is_fast():
         logger.warning("bf16: this CPU has no fast bf16 units (AVX512-BF16, AMX); training in fp32")
         return "no"
+    if requested == "fp16" and device.type != "cuda":  # what Accelerate did silently
+        logger.warning("fp16: mixed precision in fp16 needs a GPU; training in fp32")
+        return "no"
     return requested
 
 
-@contextmanager
-def plain_forward(model: torch.nn.Module):
-    """Inside, `model` runs without the autocast that Accelerate's prepare() wraps its forward in
-    (an attribute of the instance, which hides the class's own forward until removed)."""
-    wrapped = model.__dict__.pop("forward", None)
-    try:
-        yield model
-    finally:
-        if wrapped is not None:
-            model.forward = wrapped
+class MixedPrecision:
+    """The training step's autocast and gradient scaler. Autocast wraps the forward pass alone (the
+    backward follows its dtypes), so evaluation, which runs outside the step, is fp32. fp16 scales
+    the loss against underflow (GradScaler); bf16 and fp32 need no scaling (the scaler is off)."""
+
+    def __init__(self, precision: str = "no", device: torch.device | str = "cpu"):
+        self.precision, self.device_type = precision, torch.device(device).type
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=precision == "fp16")
+
+    def autocast(self):
+        if self.precision == "no":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)

@@ -15,11 +15,11 @@ import os
 import shutil
 import sys
 
-from mtl_utils import training
+from mtl_utils import checkpointing
 from mtl_utils.model import MultiTaskModel
 from mtl_utils.train import main
 
-save = training.save_training_state
+save = checkpointing.save_training_state
 copies = {"epoch": os.environ.get("MTL_TEST_CHECKPOINT_COPY"), "mid-epoch": os.environ.get("MTL_TEST_MIDEPOCH_COPY")}
 
 
@@ -32,7 +32,7 @@ def save_and_copy(directory, epoch, *args, **kwargs):
     return written
 
 
-training.save_training_state = save_and_copy
+checkpointing.save_training_state = save_and_copy
 nan_run, nan_process, nan_forward = map(int, os.environ.get("MTL_TEST_NAN", "-1:-1:-1").split(":"))
 forward, forwards, current_run = MultiTaskModel.forward, [0], [-1]
 

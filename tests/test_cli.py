@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mtl_utils import train as cli
+from mtl_utils.evaluation import evaluate_task
 from mtl_utils.precision import bf16_is_fast
 from mtl_utils.train import main, parse_caps
 from mtl_utils.training import TrainConfig
@@ -34,8 +35,11 @@ def gold_entities(path: Path, n_sentences: int) -> collections.Counter:
     return counts
 
 
-def test_tiny_training_run_writes_metrics_and_model(shared_data, tmp_path, capfd):
+def test_tiny_training_run_writes_metrics_and_model(shared_data, tmp_path, capfd, monkeypatch):
     out = tmp_path / "run"
+    evaluated = []  # after training, only the test split is scored: validation comes from the last epoch's record
+    monkeypatch.setattr(cli, "evaluate_task", lambda model, task, *args: evaluated.append(task) or evaluate_task(
+        model, task, *args))
     metrics = main(["--data-dir", str(shared_data), "--max-train-samples", "96", "--max-eval-samples", "64",
                     "--epochs", "1", "--batch-size", "16", "--output-dir", str(out), "--quiet", "--no-stsb"])
     printed = capfd.readouterr()
@@ -48,6 +52,7 @@ def test_tiny_training_run_writes_metrics_and_model(shared_data, tmp_path, capfd
     assert 0 <= written["tasks"]["ner"]["test"]["f1"] <= 1
     assert written["tasks"]["sentiment"]["validation"]["support"] == 64
     assert metrics["train_examples"] == {"ner": 96, "sentiment": 96}
+    assert evaluated == ["ner"]
     history = json.loads((out / "history.json").read_text())
     assert len(history["steps"]) == 12 and len(history["epochs"]) == 1
     # the command's precision is auto (TrainConfig's is fp32): bf16 where this machine is fast in it
@@ -66,7 +71,7 @@ def test_tiny_training_run_writes_metrics_and_model(shared_data, tmp_path, capfd
     assert set(written["tasks"]["sentiment"]) == {"validation"}  # SST-2's test labels are not public
     # validation as after the last epoch: the same model on the same split, the same numbers
     assert history["epochs"][-1]["validation"] == {task: s["validation"] for task, s in written["tasks"].items()}
-    assert (out / "model" / "heads.safetensors").is_file()
+    assert (out / "model" / "mtl_config.json").is_file()  # (the heads' files: serialization.py's format)
 
 
 class _Built(Exception):

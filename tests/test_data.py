@@ -121,3 +121,74 @@ def test_unknown_task():
     from mtl_utils.tasks import get_task
     with pytest.raises(ValueError, match="unknown task 'pos'"):
         get_task("pos")
+
+
+def test_a_task_without_a_known_loader_is_one_clear_error():
+    from mtl_utils.tasks import TaskSpec
+    with pytest.raises(ValueError, match="task 'pos': no data loader is known for it"):
+        TaskSpec("pos", "token", ("O", "B-NOUN")).load_data()
+
+
+def toy_task():
+    """A sentence task with its own loader (which wins over the registry): 10 training rows, 3 validation."""
+    from datasets import Dataset, DatasetDict
+    from mtl_utils.tasks import TaskSpec
+
+    def load(data_dir):
+        def rows(n: int) -> Dataset:
+            return Dataset.from_dict({"text": [f"sentence {i}" for i in range(n)], "label": ["a", "b"] * (n // 2)})
+        return DatasetDict({"train": rows(10), "validation": rows(4)})
+    return TaskSpec("toy", "sentence", ("a", "b"), load)
+
+
+def test_prepare_tasks_subsets_rows_as_documented(shared_data, encoder):
+    from mtl_utils.prepare import prepare_tasks
+    from mtl_utils.tasks import BUILTIN_TASKS
+    from mtl_utils.tokenization import tokenize_split
+
+    ner, toy = BUILTIN_TASKS["ner"], toy_task()
+    data = prepare_tasks([ner, toy], encoder.tokenizer, 64, shared_data, max_train={"ner": 20, "toy": 50}, max_eval=3,
+                         seed=3, stsb=True, max_stsb=7)
+    conll = load_conll2003(shared_data)
+    # training: a seeded random subset below the split's size, else the whole split in file order
+    assert data.train_splits["ner"]["tokens"] == conll["train"].shuffle(seed=3).select(range(20))["tokens"]
+    assert data.train_splits["toy"]["text"] == [f"sentence {i}" for i in range(10)]
+    assert data.train_features["ner"] == tokenize_split(data.train_splits["ner"], ner, encoder.tokenizer, 64)
+    # held out: the first rows of every held-out split a task has
+    assert {name: list(sets) for name, sets in data.held_out.items()} == {"validation": ["ner", "toy"], "test": ["ner"]}
+    split, features = data.held_out["test"]["ner"]
+    assert split["tokens"] == conll["test"]["tokens"][:3]
+    assert features == tokenize_split(split, ner, encoder.tokenizer, 64)
+    assert len(data.held_out["validation"]["toy"][0]) == 3
+    assert data.stsb_pairs["sentence1"] == load_stsb_validation(shared_data)["sentence1"][:7]
+
+    only = prepare_tasks([toy], encoder.tokenizer, 64, splits=("validation",), max_train=2)
+    assert only.train_splits == {} and list(only.held_out) == ["validation"] and only.stsb_pairs is None
+    assert prepare_tasks([toy], encoder.tokenizer, 64, splits=("train",), max_train=2).train_splits["toy"]["text"] == \
+        toy.load_data()["train"].shuffle(seed=0).select(range(2))["text"]  # one cap for every task
+
+
+def test_experiment_data_keeps_its_keys(shared_data, encoder):
+    from mtl_utils.experiments import load_experiment_data
+
+    data = load_experiment_data(encoder.tokenizer, 8, 4, seed=1, data_dir=shared_data)
+    assert list(data) == ["train_splits", "train_features", "eval_sets", "stsb_pairs", "sizes"]
+    assert data["sizes"] == {"train": {"ner": 8, "sentiment": 8}, "validation": {"ner": 4, "sentiment": 4},
+                             "stsb_pairs": 4}
+    sst2 = load_sst2(shared_data)["train"]
+    assert data["train_splits"]["sentiment"]["text"] == sst2.shuffle(seed=1).select(range(8))["text"]
+    split, features = data["eval_sets"]["ner"]
+    assert split["tokens"] == load_conll2003(shared_data)["validation"]["tokens"][:4]
+    assert len(features["input_ids"]) == 4
+
+
+def test_experiment_rows_name_each_task_by_its_headline():
+    from types import SimpleNamespace
+
+    from mtl_utils.experiments import headline_scores
+    from mtl_utils.tasks import BUILTIN_TASKS
+
+    ner_only = SimpleNamespace(tasks={"ner": BUILTIN_TASKS["ner"]})
+    data = {"eval_sets": {"ner": None, "sentiment": None}}
+    scores = {"ner": {"f1": 0.5, "precision": 0.4}}
+    assert headline_scores(ner_only, scores, data) == {"ner_f1": 0.5, "sentiment_accuracy": None}

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from mtl_utils.model import MultiTaskModel
 from mtl_utils.sampling import MultiTaskBatchSampler
-from mtl_utils.training import _TupleBatches
+from mtl_utils.distributed import TaskBatches
 from tests.conftest import REPO
 from tests.test_cli import gold_entities
 
@@ -52,10 +52,11 @@ def assert_written_once(stdout: str, out, epochs: int = 2) -> None:
     assert stdout.count(f"wrote {out / 'metrics.json'}") == 1, stdout
     files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     checkpoint = {f"checkpoint/epoch-{epochs}/{name}" for name in ("model.safetensors", "optimizer.safetensors", "state.json")}
-    assert {"args.json", "history.json", "metrics.json", "model/heads.safetensors", "model/mtl_config.json",
+    heads = {f"model/heads/{task}/{name}" for task in ("ner", "sentiment") for name in ("config.json", "model.safetensors")}
+    assert {"args.json", "history.json", "metrics.json", *heads, "model/mtl_config.json",
             "checkpoint/latest.json", *checkpoint} <= files
     others = {f for f in files if not f.startswith("model/encoder/")} - checkpoint
-    assert others == {"args.json", "history.json", "metrics.json", "model/heads.safetensors", "model/mtl_config.json",
+    assert others == {"args.json", "history.json", "metrics.json", *heads, "model/mtl_config.json",
                       "checkpoint/latest.json"}, sorted(files)
 
 
@@ -125,7 +126,7 @@ def test_resume_from_epoch_1_ends_where_the_uninterrupted_run_did(runs, copy):
     steps = load(resumed, "history.json")["steps"]
     assert [s["epoch"] for s in steps] == [1] * 4 + [2] * 4
     assert steps == load(full, "history.json")["steps"]  # the same losses, bit for bit, in both processes
-    for name in ("heads.safetensors", "encoder/model.safetensors"):
+    for name in ("heads/ner/model.safetensors", "heads/sentiment/model.safetensors", "encoder/model.safetensors"):
         a, b = load_file(full / "model" / name), load_file(resumed / "model" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
@@ -137,8 +138,9 @@ def test_a_nan_loss_in_one_process_is_skipped_by_both(runs):
     [skipped] = history["skipped_nonfinite"]
     assert (skipped["step"], skipped["process"], skipped["loss"], len(skipped["rows"])) == (2, 1, "nan", 8)
     assert [s["step"] for s in history["steps"]] == [1, 3, 4]
-    weights = load_file(runs["root"] / "nan" / "model" / "heads.safetensors")
-    assert all(torch.isfinite(w).all() for w in weights.values())
+    for task in ("ner", "sentiment"):
+        weights = load_file(runs["root"] / "nan" / "model" / "heads" / task / "model.safetensors")
+        assert all(torch.isfinite(w).all() for w in weights.values())
 
 
 @pytest.mark.parametrize("strategy", ["proportional", "round_robin"])
@@ -157,7 +159,7 @@ def test_accelerate_shards_our_batches_between_processes(strategy):
     def shards(epoch):
         out = []
         for process in (0, 1):
-            loader = prepare_data_loader(DataLoader(Indices(), batch_sampler=_TupleBatches(sampler), collate_fn=list),
+            loader = prepare_data_loader(DataLoader(Indices(), batch_sampler=TaskBatches(sampler), collate_fn=list),
                                          num_processes=2, process_index=process)
             loader.set_epoch(epoch)
             out.append([(items[0][0], [row for _, row in items]) for items in loader])

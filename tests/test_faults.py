@@ -24,7 +24,8 @@ from mtl_utils.checkpointing import load_training_state, save_training_state
 from mtl_utils.sampling import MultiTaskBatchSampler
 from mtl_utils.serialization import CheckpointError
 from mtl_utils.train import RESUME_OVERRIDES, build_parser, resumed_args
-from mtl_utils.training import NonFiniteLossError, TrainConfig, train
+from mtl_utils.nonfinite import NonFiniteLossError
+from mtl_utils.training import TrainConfig, train
 from tests.conftest import REPO
 from tests.kill_worker import EVENTS, minilm_tokenizer, tiny_data, tiny_model
 
@@ -321,7 +322,7 @@ def test_written_files_get_the_umask_mode_not_0600(tiny, tmp_path):
     written = [p for p in (tmp_path / "run").rglob("*")]
     assert {p.relative_to(tmp_path / "run").as_posix() for p in written} >= {
         "history.json", "checkpoint/latest.json", "checkpoint/epoch-1/model.safetensors",
-        "checkpoint/epoch-1/optimizer.safetensors", "checkpoint/epoch-1/state.json", "model/heads.safetensors",
+        "checkpoint/epoch-1/optimizer.safetensors", "checkpoint/epoch-1/state.json", "model/heads/ner/model.safetensors",
         "model/encoder/model.safetensors"}
     modes = {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in written}
     assert modes == {name: oct(0o750 if (tmp_path / name).is_dir() else 0o640) for name in modes}

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 
 from mtl_utils import precision
 from mtl_utils.evaluation import evaluate_task
@@ -17,12 +16,6 @@ from .test_training_loop import NER_TRAIN, model_and_features
 NER_HELD_OUT = NER_TRAIN.select(range(16))  # the dtypes are checked here, not the scores
 
 
-@pytest.fixture()
-def fresh_accelerate_state():
-    """Accelerate keeps one mixed-precision setting per process; these tests set their own."""
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
 
 
 def held_out(features: dict) -> dict:
@@ -36,8 +29,7 @@ def linear_output_dtypes(model) -> list:
     return seen
 
 
-def test_bf16_on_a_cpu_without_fast_bf16_falls_back_to_fp32_with_one_line(monkeypatch, caplog,
-                                                                          fresh_accelerate_state):
+def test_bf16_on_a_cpu_without_fast_bf16_falls_back_to_fp32_with_one_line(monkeypatch, caplog):
     monkeypatch.setattr(precision, "cpu_bf16_is_fast", lambda: False)
     model, features = model_and_features()
     seen = linear_output_dtypes(model)
@@ -50,7 +42,7 @@ def test_bf16_on_a_cpu_without_fast_bf16_falls_back_to_fp32_with_one_line(monkey
     assert len(lines) == 1 and "training in fp32" in lines[0] and "\n" not in lines[0]
 
 
-def test_bf16_where_fast_trains_in_bf16_and_evaluates_in_fp32(monkeypatch, fresh_accelerate_state):
+def test_bf16_where_fast_trains_in_bf16_and_evaluates_in_fp32(monkeypatch):
     monkeypatch.setattr(precision, "cpu_bf16_is_fast", lambda: True)  # forced: this CPU may lack bf16 units
     model, features = model_and_features()
     seen = linear_output_dtypes(model)
@@ -103,8 +95,8 @@ def test_auto_on_a_gpu_is_bf16_from_ampere_on(monkeypatch, capability, expected)
     assert precision.resolve_mixed_precision("auto", torch.device("cuda", 0)) == expected
 
 
-def test_one_process_can_train_in_bf16_then_in_fp32(monkeypatch, fresh_accelerate_state):
-    """Accelerate refuses a second precision in one process; a notebook comparing the two needs it."""
+def test_one_process_can_train_in_bf16_then_in_fp32(monkeypatch):
+    """A notebook comparing the two trains in bf16, then in fp32, in one process (autocast is per step)."""
     monkeypatch.setattr(precision, "cpu_bf16_is_fast", lambda: True)
     used = []
     for requested in ("bf16", "no", "bf16"):

@@ -119,7 +119,7 @@ def test_the_training_loader_follows_the_sampler_epoch():
     from accelerate.data_loader import prepare_data_loader
     from torch.utils.data import DataLoader
 
-    from mtl_utils.training import _TupleBatches
+    from mtl_utils.distributed import TaskBatches
 
     class Indices(torch.utils.data.Dataset):
         def __getitem__(self, index):
@@ -132,7 +132,7 @@ def test_the_training_loader_follows_the_sampler_epoch():
         expected.append(list(sampler))
 
     def loader():
-        return prepare_data_loader(DataLoader(Indices(), batch_sampler=_TupleBatches(sampler), collate_fn=list),
+        return prepare_data_loader(DataLoader(Indices(), batch_sampler=TaskBatches(sampler), collate_fn=list),
                                    num_processes=1, process_index=0)
 
     def batches(loader):

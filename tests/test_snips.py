@@ -7,7 +7,7 @@ from mtl_utils.data import (
     read_intent_labels,
     read_intent_split,
 )
-from mtl_utils.tasks import BUILTIN_TASKS, SNIPS_INTENT_LABELS, SNIPS_INTENT_TASK
+from mtl_utils.tasks import BUILTIN_TASKS, SNIPS_INTENT_LABELS, SNIPS_INTENT_TASK, TaskSpec
 from tests.conftest import write
 
 LABEL_FILE = "UNK\n" + "".join(f"{name}\n" for name in SNIPS_INTENT_LABELS)
@@ -94,6 +94,15 @@ def test_intent_task_is_not_built_in():
     assert set(BUILTIN_TASKS) == {"ner", "sentiment"}
 
 
+def test_a_task_read_back_by_name_kind_and_labels_finds_its_loader(tmp_path):
+    """A saved model keeps each task's name, kind and labels only (serialization.py); the name finds the data."""
+    read_back = TaskSpec("intent", "sentence", tuple(SNIPS_INTENT_LABELS))
+    assert read_back == SNIPS_INTENT_TASK and read_back.load is None
+    loaded = read_back.load_data(snips_dir(tmp_path))
+    expected = load_snips_intent(tmp_path)
+    assert {s: d.to_dict() for s, d in loaded.items()} == {s: d.to_dict() for s, d in expected.items()}
+
+
 def test_hub_copy_is_checked_and_split(monkeypatch, no_local_data):
     from datasets import Dataset, DatasetDict
 
@@ -110,7 +119,7 @@ def test_hub_copy_is_checked_and_split(monkeypatch, no_local_data):
     with pytest.raises(DataFormatError, match="Hub column 'category'"):
         load_snips_intent()
     hub["test"] = Dataset.from_dict({"sentence": ["x"], "intent": ["PlayMusic"]})
-    with pytest.raises(DataFormatError, match="expected splits train and test with columns"):
+    with pytest.raises(DataFormatError, match=r"benayas/snips, split 'test': no column 'text' \(found \['sentence'"):
         load_snips_intent()
 
 

@@ -2,8 +2,7 @@
 what the optimizer holds, and learning rates that keep their layer-wise ratios through the schedule."""
 import pytest
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
+from accelerate import Accelerator, PartialState
 from datasets import Dataset
 
 from mtl_utils import precision, training
@@ -75,15 +74,9 @@ def test_all_frozen_but_one_head_trains_that_head_alone(monkeypatch):
             assert torch.equal(p, before[name]), name  # bitwise
 
 
-@pytest.fixture()
-def fresh_accelerate_state():
-    """Accelerate keeps one mixed-precision setting per process; this test needs another one."""
-    AcceleratorState._reset_state(True)
-    yield
-    AcceleratorState._reset_state(True)
 
 
-def test_the_feature_cache_is_built_after_placement_under_autocast(monkeypatch, fresh_accelerate_state):
+def test_the_feature_cache_is_built_after_placement_under_autocast(monkeypatch):
     """A frozen backbone is encoded where and as training would run it: after accelerator.prepare has
     placed the model (on this CPU-only machine the device is the CPU either way: the order is what
     is checked), on the model's device, and under the run's mixed precision (bf16, forced: this CPU
@@ -108,7 +101,7 @@ def test_the_feature_cache_is_built_after_placement_under_autocast(monkeypatch, 
     encodes = [i for i, e in enumerate(events) if e[0] == "encode"]
     assert len(encodes) == 2  # once per task (16 sentences each, one batch), never again in training
     assert events.index(("prepare", True)) < encodes[0]
-    device = AcceleratorState().device
+    device = PartialState().device
     assert all(events[i][1:] == (device, device, torch.bfloat16) for i in encodes), events
 
 
@@ -125,3 +118,28 @@ def test_layer_wise_rates_keep_their_ratios_through_warm_up_and_decay(monkeypatc
     assert scale[:5] == sorted(scale[:5]) and scale[4:] == sorted(scale[4:], reverse=True) and scale[-1] < scale[4] / 4
     for step, factor in zip(lrs, scale):
         assert step == pytest.approx([b * factor for b in base], rel=1e-12, abs=0)
+
+
+def test_one_training_step_moves_the_weights_and_a_nan_step_moves_nothing():
+    """training_step is train()'s step (and the benchmarks'): a finite loss steps AdamW, a NaN one is
+    reported back and leaves every weight and gradient as it was."""
+    model, features = model_and_features()
+    optimizer = training.make_adamw(training.llrd_parameter_groups(model, 1e-3, 1e-3), 1e-3)
+    examples = [{k: features["sentiment"][k][i] for k in ("input_ids", "attention_mask", "labels")} for i in range(4)]
+    batch = BUILTIN_TASKS["sentiment"].task_kind.collate(examples, model.encoder.tokenizer.pad_token_id)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = training.training_step(model, "sentiment", batch, optimizer, None, TrainConfig())
+    assert "loss" in out and not torch.equal(model.heads["sentiment"].classifier.weight, before["heads.sentiment.classifier.weight"])
+    moved = {n: p.detach().clone() for n, p in model.named_parameters()}
+    nan = training.training_step(model, "sentiment", batch, optimizer, None, TrainConfig(),
+                                 all_finite=lambda loss: False)
+    assert set(nan) == {"skipped"} and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(p, moved[n]) for n, p in model.named_parameters())
+
+
+def test_fp16_on_a_cpu_trains_in_fp32_with_one_line(caplog):
+    with caplog.at_level("WARNING"):
+        assert precision.resolve_mixed_precision("fp16", torch.device("cpu")) == "no"
+    assert "fp16" in caplog.text and "training in fp32" in caplog.text
+    assert precision.MixedPrecision("bf16").autocast().fast_dtype == torch.bfloat16
+    assert not precision.MixedPrecision("no").scaler.is_enabled()
