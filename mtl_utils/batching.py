@@ -1,8 +1,5 @@
-"""Inference in batches of similar length: sort by length, batch, run, put the results back in order.
-
-Sorted batches carry little padding, which is most of the speed of encoding and evaluation on a CPU;
-the caller sees its outputs in input order, as if every sentence had been run alone.
-"""
+"""Inference in batches of similar length: sort by length, batch, run, put the results back in input order.
+Sorted batches carry little padding, which is most of the speed of encoding and evaluation on a CPU."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -16,8 +13,7 @@ from .tokenization import pad_batch
 
 def map_in_length_order(lengths: Sequence[int], batch_size: int, run: Callable[[list[int]], Sequence],
                         progress: str | None = None) -> list:
-    """`run(rows)` returns one output per row of a length-sorted batch; the outputs come back in input order
-    (`progress`: the name of a tqdm bar; None, no bar)."""
+    """`run(rows)`: one output per row of a length-sorted batch, returned in input order (`progress`: tqdm bar)."""
     outputs: list = [None] * len(lengths)
     order = np.argsort([-n for n in lengths], kind="stable").tolist()  # longest first, ties in input order
     for start in tqdm(range(0, len(order), batch_size), desc=progress, disable=progress is None):
@@ -27,10 +23,9 @@ def map_in_length_order(lengths: Sequence[int], batch_size: int, run: Callable[[
     return outputs
 
 
-def run_in_eval(module: torch.nn.Module, features: dict[str, list], batch_size: int, run: Callable[[list[int]], Sequence],
-                progress: str | None = None) -> list:
-    """map_in_length_order over the rows of `features` (by input_ids length) with `module` in eval mode
-    (no dropout); its mode is restored afterwards."""
+def run_in_eval(module: torch.nn.Module, features: dict[str, list], batch_size: int,
+                run: Callable[[list[int]], Sequence], progress: str | None = None) -> list:
+    """map_in_length_order over the rows of `features` (by input_ids length), `module` in eval mode meanwhile."""
     was_training = module.training
     module.eval()
     outputs = map_in_length_order([len(ids) for ids in features["input_ids"]], batch_size, run, progress)
@@ -40,7 +35,7 @@ def run_in_eval(module: torch.nn.Module, features: dict[str, list], batch_size: 
 
 @torch.no_grad()
 def map_backbone(model, features: dict[str, list], batch_size: int, read: Callable) -> list:
-    """`read(token_states, attention_mask)`, one output per row, of every length-sorted batch of `features`:
+    """`read(token_states, attention_mask)` (one output per row) of every length-sorted batch of `features`,
     one backbone pass each, in eval mode, without a task (no adapter, no routing)."""
     device = next(model.parameters()).device
 
@@ -53,6 +48,5 @@ def map_backbone(model, features: dict[str, list], batch_size: int, read: Callab
 
 
 def select(features: dict[str, list], rows: Sequence[int], keys: Sequence[str]) -> list[dict]:
-    """The examples at `rows`, each a dict of the `keys` present in `features`."""
     keys = [k for k in keys if k in features]
     return [{k: features[k][i] for k in keys} for i in rows]

@@ -1,25 +1,12 @@
-"""Resumable training state, saved every `checkpoint_every` steps and after every epoch.
+"""Resumable training state: the checkpoint protocol, its files, and where a resumed run stands.
 
-    <output-dir>/checkpoint/latest.json       {"epoch": N, "step": S, "path": "step-S", "kept": [...]}: the last
-                                              complete checkpoint, and the (at most `keep`) ones kept
-    <output-dir>/checkpoint/epoch-N/          after epoch N (1-based), evaluation included
-    <output-dir>/checkpoint/step-S/           after step S, inside an epoch
-        model.safetensors       every model weight
-        optimizer.safetensors   AdamW moments and step counts, torch RNG states
-        state.json              everything else (scheduler, history, python and numpy RNG, the position
-                                within the epoch: how many of its batches are done)
+    checkpoint/latest.json   the last complete checkpoint ("path") and those kept ("kept")
+    checkpoint/epoch-N/, step-S/   after epoch N, or after step S inside an epoch: model.safetensors,
+        optimizer.safetensors (AdamW state, every process's torch RNG), state.json (schedule, history, ...)
 
-A checkpoint is written into a temporary folder, its files flushed to disk (fsync), renamed, and only
-then named in latest.json (an atomic file replace); older ones are removed after that. So a kill or a
-power cut at any moment leaves the previous checkpoint intact, and a write that fails (a full disk)
-too: the temporary folder is removed and a CheckpointError says why. With `keep` > 1, a latest
-checkpoint that cannot be read (a file cut short) is skipped, with a warning, for the one before it. Only safetensors and JSON are read back: nothing is unpickled. Files get
-the mode any new file gets (0o666 less the umask), not safetensors' 0600.
-
-With several processes (DDP), the main process writes it, with the random states of every process
-(`rng.<process>.*`, `"rng": [...]`), so that each process resumes with its own; a resume with
-another number of processes gives the extra ones the main process's states (and other batches).
-"""
+Each is written to a temporary folder, flushed (fsync), renamed, and only then named in latest.json: a
+kill, a power cut or a full disk leaves the previous one intact; with `keep` > 1, an unreadable latest
+one is skipped for the one before. Only safetensors and JSON are read back: nothing is unpickled."""
 from __future__ import annotations
 
 import errno
@@ -34,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-
 from accelerate import Accelerator
 from accelerate.utils import gather_object
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from .distributed import from_main
 from .serialization import CheckpointError, give_default_mode
@@ -109,14 +95,9 @@ def save_training_state(directory: str | os.PathLike, epoch: int, step: int, mod
                         optimizer: torch.optim.Optimizer, scheduler, history: dict,
                         rng_states: list[dict] | None = None, within_epoch: dict | None = None,
                         keep: int = 1) -> Path:
-    """Write the state after `epoch` complete epochs and `step` steps, point latest.json at it, and
-    remove all but the `keep` latest checkpoints.
-
-    `within_epoch`: None at the end of an epoch (folder epoch-N); inside the next epoch (folder step-S),
-    where it stands: {"epoch_step": the batches of that epoch this process has trained on,
-    "processes": how many processes, ...}, given back by load_training_state.
-    `rng_states`: capture_rng_state() of every process, main first (default: this process's only).
-    """
+    """Write the state after `epoch` complete epochs and `step` steps, point latest.json at it, and keep
+    the `keep` latest checkpoints. `within_epoch`: None at an epoch's end, else `Position.within_epoch()`;
+    `rng_states`: capture_rng_state() of every process, main first (default: this process's)."""
     rng_states = rng_states if rng_states is not None else [capture_rng_state()]
     root = Path(directory)
     final = root / (f"epoch-{epoch}" if within_epoch is None else f"step-{step}")
@@ -236,9 +217,8 @@ def load_training_state(directory: str | os.PathLike, model: torch.nn.Module, op
 
 @dataclass
 class Position:
-    """Where a run stands: steps taken, epochs complete, and how far into the current epoch (this
-    process's batches, every process's sentences, since when); `resumed`: the checkpoint's place
-    inside an epoch, until that epoch has skipped the batches it had done."""
+    """Where a run stands: steps taken, epochs complete, how far into the current epoch (this process's
+    batches, every process's sentences, since when); `resumed`: a checkpoint's place inside an epoch."""
 
     step: int = 0
     epoch: int = 0
@@ -248,12 +228,10 @@ class Position:
     resumed: dict | None = None
 
     def begin_epoch(self, batches, processes: int) -> None:
-        """Start the epoch's clock and counts; resumed inside it, take from `batches` (a fresh iterator
-        over the epoch) the batches this process had trained on. The sampler's order depends on the
-        seed and the epoch alone, so the epoch replays the same batches and goes on with the next.
-        Starting the iterator draws from torch's generator (the DataLoader's seed for its workers), as
-        the epoch's start did before the checkpoint, whose random state is therefore set again: dropout
-        then draws as in a run that was never interrupted."""
+        """Start the epoch's clock and counts; resumed inside it, skip in `batches` (a fresh iterator: the
+        order depends on seed and epoch alone) those this process had done. Starting the iterator draws
+        from torch's generator, as before the checkpoint, whose random state is therefore set again:
+        dropout then draws as in a run that was never interrupted."""
         self.epoch_step, self.sentences, self.started = 0, 0, time.perf_counter()
         if self.resumed is None:
             return
@@ -277,9 +255,8 @@ class Position:
 
 
 class Checkpointer:
-    """The run's checkpoint protocol: every `every` steps inside an epoch and after each epoch (then
-    with its evaluation), written by the main process with every process's random state; `resume()`
-    continues from the last readable one. Without an output dir it does nothing."""
+    """The run's checkpoints: every `every` steps inside an epoch and after each epoch (with its
+    evaluation); `resume()` continues from the last readable one. Without an output dir: nothing."""
 
     def __init__(self, output_dir: str | os.PathLike | None, accelerator: Accelerator, model: torch.nn.Module,
                  optimizer: torch.optim.Optimizer, scheduler, every: int, keep: int):
@@ -288,8 +265,7 @@ class Checkpointer:
         self.every, self.keep = every, keep
 
     def resume(self) -> tuple[Position, dict]:
-        """The position and history of the last checkpoint, its weights, optimizer, schedule and random
-        state restored."""
+        """The last checkpoint's position and history; weights, optimizer, schedule and RNG restored."""
         if self.directory is None:
             raise ValueError("resume=True needs the output_dir of the interrupted run")
         restored = load_training_state(self.directory, self.accelerator.unwrap_model(self.model), self.optimizer,
@@ -299,24 +275,23 @@ class Checkpointer:
 
     def maybe_save(self, position: Position, history: dict, steps_in_epoch: int) -> None:
         """Every `every` steps, unless the epoch has just ended (its checkpoint follows evaluation)."""
-        if (self.directory is not None and self.every and position.step % self.every == 0
-                and position.epoch_step < steps_in_epoch):
-            self._write(position.epoch, position.step, history,
-                        position.within_epoch(self.accelerator.num_processes))
+        if self.every and position.step % self.every == 0 and position.epoch_step < steps_in_epoch:
+            self._write(position, history, position.within_epoch(self.accelerator.num_processes))
 
     def save_epoch(self, position: Position, history: dict) -> None:
-        if self.directory is not None:
-            self._write(position.epoch, position.step, history, None)
+        self._write(position, history, None)
 
-    def _write(self, epochs_done: int, step: int, history: dict, within: dict | None) -> None:
+    def _write(self, position: Position, history: dict, within: dict | None) -> None:
+        if self.directory is None:
+            return
         # A failed write (a full disk) stops every process, and none goes on before the checkpoint is on disk.
         rng_states = gather_object([capture_rng_state()])  # each process's dropout has drawn differently
+        model = self.accelerator.unwrap_model(self.model)
 
         def write() -> str | None:
             try:
-                save_training_state(self.directory, epochs_done, step, self.accelerator.unwrap_model(self.model),
-                                    self.optimizer, self.scheduler, history, rng_states, within_epoch=within,
-                                    keep=self.keep)
+                save_training_state(self.directory, position.epoch, position.step, model, self.optimizer,
+                                    self.scheduler, history, rng_states, within_epoch=within, keep=self.keep)
             except CheckpointError as err:
                 return str(err)
 

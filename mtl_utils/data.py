@@ -1,11 +1,6 @@
-"""Read CoNLL-2003, SST-2, STS-B and SNIPS from local files (original formats) or the Hugging Face Hub.
-
-Local files are parsed here, line by line, so that a bad line is reported with its file and
-line number instead of surfacing later as a shape error inside torch. Every split comes back as
-a `datasets.Dataset` with one schema per task kind:
-    token tasks:    tokens: list[str], tags: list[str]
-    sentence tasks: text: str, label: str
-"""
+"""Read CoNLL-2003, SST-2, STS-B and SNIPS from local files (original formats, parsed line by line: a bad line is
+reported with its file and line, not as a shape error in torch) or the Hugging Face Hub. Token tasks' splits have
+`tokens` and `tags` (list[str]), sentence tasks' `text` and `label`."""
 from __future__ import annotations
 
 import os
@@ -15,14 +10,12 @@ from datasets import ClassLabel, Dataset, DatasetDict
 
 CONLL_NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 SST2_LABELS = ["negative", "positive"]
-# The 7 SNIPS intents in the order of snips/intent_label.txt, without its first line, UNK (JointBERT's
-# placeholder for an intent not seen in training; no utterance of the benchmark has it).
+# The 7 SNIPS intents in snips/intent_label.txt's order, without UNK (JointBERT's placeholder; no utterance has it).
 SNIPS_INTENT_LABELS = ["AddToPlaylist", "BookRestaurant", "GetWeather", "PlayMusic", "RateBook",
                        "SearchCreativeWork", "SearchScreeningEvent"]
 
 DATA_DIR_ENV = "MTL_DATA_DIR"
-# Looked for when neither an argument nor $MTL_DATA_DIR names a folder: the shared/ folder laid out
-# beside a checkout of this repository (as in this project's own environment and CI).
+# Used when neither an argument nor $MTL_DATA_DIR names a folder: shared/data beside a checkout (as here and in CI).
 FALLBACK_DATA_DIRS = [Path(__file__).resolve().parents[2] / "shared" / "data"]
 HUB_IDS = {"conll2003": "lhoestq/conll2003", "sst2": "stanfordnlp/sst2", "stsb": "sentence-transformers/stsb",
            "snips": "benayas/snips"}
@@ -38,8 +31,7 @@ class DataUnavailableError(RuntimeError):
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
-    """The data directory from the argument, else $MTL_DATA_DIR, else ../shared/data beside the repository,
-    else None (use the Hub)."""
+    """The argument, else $MTL_DATA_DIR, else FALLBACK_DATA_DIRS, else None (use the Hub)."""
     chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
     if chosen is None:
         return next((d for d in FALLBACK_DATA_DIRS if d.is_dir()), None)
@@ -62,23 +54,17 @@ def _read_lines(path: str | os.PathLike) -> list[str]:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise DataFormatError(f"{path}:{number}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
-        if number == 1:
-            line = line.removeprefix("\ufeff")
-        lines.append(line)
+        lines.append(line.removeprefix("\ufeff") if number == 1 else line)
     return lines
 
 
 def read_conll(path: str | os.PathLike, labels: list[str] = CONLL_NER_LABELS, tag_column: int = 3) -> dict[str, list]:
-    """Parse a CoNLL-2003 file (`token POS chunk NER` per line, blank line between sentences).
-
-    `-DOCSTART-` lines are document boundaries, not sentences. Every line of a file must have the
-    same number of columns, and every tag must be in `labels`; tags are kept as written (an I- tag
-    after O is not repaired: strict seqeval scoring treats it as the start of an entity).
-    """
+    """Parse a CoNLL-2003 file (`token POS chunk NER` per line, blank lines between sentences, `-DOCSTART-`
+    between documents). Every line needs as many columns as the first, and a tag in `labels`; tags are kept as
+    written (an I- tag after O is not repaired: strict seqeval scoring treats it as the start of an entity)."""
     sentences, tags = [], []  # per sentence: its words, its tags
     words, word_tags = [], []  # the sentence being read
-    n_columns = None
-    label_set = set(labels)
+    n_columns, label_set = None, set(labels)
     # A final blank line ends the last sentence even in a file that does not end with one.
     for number, line in enumerate(_read_lines(path) + [""], start=1):
         if not line.strip():
@@ -170,14 +156,12 @@ def read_intent_labels(path: str | os.PathLike) -> list[str]:
 def read_intent_split(directory: str | os.PathLike, labels: list[str]) -> dict[str, list]:
     """One SNIPS/ATIS split: `seq.in` (the words of one utterance per line) and `label` (its intent),
     aligned line by line. The words are joined by single spaces (SNIPS lines often end with a space)."""
-    directory = Path(directory)
-    text_path, label_path = directory / "seq.in", directory / "label"
+    text_path, label_path = Path(directory) / "seq.in", Path(directory) / "label"
     utterances, intents = _read_lines(text_path), _read_lines(label_path)
     if len(utterances) != len(intents):
         shorter, longer = sorted([(text_path, utterances), (label_path, intents)], key=lambda pair: len(pair[1]))
         raise DataFormatError(f"{shorter[0]}:{len(shorter[1]) + 1}: the file ends after {len(shorter[1])} lines, but "
                               f"{longer[0]} has {len(longer[1])}; seq.in and label must be aligned line by line")
-    label_set = set(labels)
     texts, names = [], []
     for number, (utterance, intent) in enumerate(zip(utterances, intents), start=1):
         words, intent = utterance.split(), intent.strip()
@@ -185,7 +169,7 @@ def read_intent_split(directory: str | os.PathLike, labels: list[str]) -> dict[s
             raise DataFormatError(f"{text_path}:{number}: empty utterance (its intent in {label_path.name} is {intent!r})")
         if not intent:
             raise DataFormatError(f"{label_path}:{number}: empty intent for {utterance.strip()!r}")
-        if intent not in label_set:
+        if intent not in labels:
             note = " (a placeholder in intent_label.txt, not an intent)" if intent in SNIPS_PLACEHOLDER_LABELS else ""
             raise DataFormatError(f"{label_path}:{number}: intent {intent!r}{note} is not in the label set {labels}")
         texts.append(" ".join(words))
@@ -202,10 +186,9 @@ def _from_hub(dataset: str, splits: tuple[str, ...], columns: tuple[str, ...], n
     try:
         hub = load_dataset(hub_id)
     except Exception as err:  # offline, DNS, 404, ...: all mean "not from the Hub"
-        raise DataUnavailableError(
-            f"no data directory was given and {hub_id} could not be loaded from the Hugging Face Hub "
-            f"({type(err).__name__}: {err}). Set {DATA_DIR_ENV} (or pass --data-dir) to a folder "
-            f"laid out like shared/data, with {dataset}/ inside.{note}") from err
+        raise DataUnavailableError(f"no data directory was given and {hub_id} could not be loaded from the Hugging "
+                                   f"Face Hub ({type(err).__name__}: {err}). Set {DATA_DIR_ENV} (or pass --data-dir) "
+                                   f"to a folder laid out like shared/data, with {dataset}/ inside.{note}") from err
     for split in splits:
         if split not in hub:
             raise DataFormatError(f"{hub_id}: no split {split!r} (found {list(hub)})")
@@ -246,8 +229,7 @@ def load_conll2003(data_dir: str | os.PathLike | None = None) -> DatasetDict:
         return DatasetDict({split: Dataset.from_dict(read_conll(root / "conll2003" / f"{split}.txt")) for split in splits})
     hub = _from_hub("conll2003", splits, ("tokens", "ner_tags"))
     tags = _hub_labels(hub, "conll2003", splits, "ner_tags", CONLL_NER_LABELS)
-    return DatasetDict({split: Dataset.from_dict({"tokens": hub[split]["tokens"], "tags": tags[split]})
-                        for split in splits})
+    return DatasetDict({s: Dataset.from_dict({"tokens": hub[s]["tokens"], "tags": tags[s]}) for s in splits})
 
 
 def load_sst2(data_dir: str | os.PathLike | None = None) -> DatasetDict:
@@ -269,16 +251,11 @@ def load_stsb_validation(data_dir: str | os.PathLike | None = None) -> Dataset:
 
 
 def load_snips_intent(data_dir: str | os.PathLike | None = None) -> DatasetDict:
-    """SNIPS intent detection (Goo et al. 2018 split): train / validation / test, columns text and label
-    (the intent name, one of SNIPS_INTENT_LABELS).
-
-    Locally: `snips/{train,validation,test}/{seq.in,label}` and `snips/intent_label.txt`. Else the Hub copy
-    `benayas/snips` (columns `text`, `category`; train 13,084 / test 1,400 per its card; untried offline),
-    whose test split mixes the benchmark's validation and test utterances in an unchecked order: it is
-    shuffled (seed 0) and halved, 700 each, not the local files' 700 (the sources' numbers differ).
-    """
-    root = resolve_data_dir(data_dir)
-    if root is not None:
+    """SNIPS intents (Goo et al. 2018 split): train / validation / test, label one of SNIPS_INTENT_LABELS. Locally
+    `snips/{train,validation,test}/{seq.in,label}` and `snips/intent_label.txt`, else the Hub copy `benayas/snips`
+    (columns `text`, `category`; train 13,084 / test 1,400; untried offline), whose test split mixes the benchmark's
+    validation and test utterances in an unchecked order: shuffled and halved, 700 each, not the local files' 700."""
+    if (root := resolve_data_dir(data_dir)) is not None:
         label_file = root / "snips" / "intent_label.txt"
         labels = read_intent_labels(label_file)
         if sorted(labels) != sorted(SNIPS_INTENT_LABELS):

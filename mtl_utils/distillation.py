@@ -1,15 +1,7 @@
-"""Keep the encoder's general knowledge: distil the encoder's own starting sentence vectors while it learns.
-
-Learning without forgetting (Li & Hoiem 2016), applied to a sentence encoder: on every training
-batch, whatever its task, the pooled sentence vector the encoder now gives is pulled towards the one
-it gave before training,
-
-    loss = task loss + lambda * distance(pool(student states), pool(teacher states))
-
-The teacher is the encoder as `train()` receives it (the pretrained one, for a fresh model). Its
-vectors are computed once, before the first step, for every training sentence: no second backbone
-runs during training, and the student's vectors come from the pass that feeds the heads.
-"""
+"""Keep the encoder's general knowledge: distil its own starting sentence vectors while it learns
+(learning without forgetting, Li & Hoiem 2016): loss = task loss + lambda * distance(student, teacher),
+the teacher's pooled vectors computed once before the first step (no second backbone in training), the
+student's from the pass that feeds the heads."""
 from __future__ import annotations
 
 import torch

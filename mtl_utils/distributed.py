@@ -1,10 +1,9 @@
-"""Several processes (DDP), set up once: the accelerator, the sharded batch loader, what goes to the log.
+"""Several processes (DDP): the accelerator, the sharded batch loader, the log, main-process-only work.
 
-One process is the common case and costs nothing here: every helper is then the plain computation.
 With N processes (torchrun, `accelerate launch`), Accelerate wraps the model in DDP and shards the
-sampler's batches: process i gets batches i, i + N, ... of the epoch (the same schedule in every
-process, from the same seed), and every process gets as many (the last repeated from the start if
-needed), so none waits forever in a gradient all-reduce.
+sampler's batches: process i gets batches i, i + N, ... of the epoch (the same seeded schedule in every
+process), each as many (the last repeated if needed), so none waits forever in a gradient all-reduce.
+With one process every helper here is the plain computation.
 """
 from __future__ import annotations
 
@@ -20,11 +19,8 @@ from .sampling import MultiTaskBatchSampler
 
 
 def cpu_processes() -> bool:
-    """True for several processes (torchrun, `accelerate launch`) on a machine without a GPU.
-
-    Accelerate sets up distributed training on CPUs (gloo) only when told `cpu=True`; without it,
-    each process would train alone, unaware of the others, and all would write the same files.
-    """
+    """True for several processes on a machine without a GPU: Accelerate sets up gloo only when told
+    `cpu=True`; else each process would train alone, and all would write the same files."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if hasattr(torch, "accelerator"):  # torch >= 2.6; MPS has no multi-process backend
@@ -38,8 +34,7 @@ def distributed_state() -> PartialState:
 
 
 def make_accelerator() -> Accelerator:
-    """Accelerate for placement, DDP and sharding only; mixed precision is the training step's own
-    autocast (precision.py), so one process can train in bf16 and then in fp32."""
+    """Accelerate for placement, DDP and sharding; mixed precision is the step's own autocast (precision.py)."""
     # find_unused_parameters: in one step, processes may run batches of different tasks (other heads,
     # routed layers without gradients); DDP then reduces zeros for the parameters a process did not use.
     return Accelerator(cpu=cpu_processes(),
@@ -47,7 +42,7 @@ def make_accelerator() -> Accelerator:
 
 
 class RowIndexed(torch.utils.data.Dataset):
-    """A (task, row)-indexed dataset whose items also carry their row: (row, (task, example))."""
+    """A (task, row)-indexed dataset whose items carry their row: (row, (task, example))."""
 
     def __init__(self, dataset: torch.utils.data.Dataset):
         self.dataset = dataset
@@ -75,8 +70,8 @@ class TaskBatches:
 
 def batch_loader(accelerator: Accelerator, dataset: torch.utils.data.Dataset, sampler: MultiTaskBatchSampler,
                  collate: Callable[[str, list[dict]], dict]) -> DataLoader:
-    """Batches of one task each, as (task, batch, rows), sharded between processes. The rows name a
-    batch whose loss is not finite, and find its teacher vectors."""
+    """Batches of one task each, as (task, batch, rows), sharded between processes (the rows name a
+    batch whose loss is not finite, and find its teacher vectors)."""
 
     def collate_items(items: list[tuple[int, tuple[str, dict]]]) -> tuple[str, dict, list[int]]:
         task = items[0][1][0]
@@ -87,8 +82,8 @@ def batch_loader(accelerator: Accelerator, dataset: torch.utils.data.Dataset, sa
 
 
 def everyones_step(accelerator: Accelerator, entry: dict, task_names: list[str], n_sentences: int) -> int:
-    """With several processes, add every process's task and loss (main first) to a step's log entry
-    ("task" and "loss" stay this process's); returns the sentences all of them trained on."""
+    """With several processes, every process's task and loss (main first) in a step's log entry; returns
+    the sentences all of them trained on."""
     if accelerator.num_processes == 1:
         return n_sentences
     mine = torch.tensor([[task_names.index(entry["task"]), entry["loss"], n_sentences]], dtype=torch.float64,
@@ -100,7 +95,6 @@ def everyones_step(accelerator: Accelerator, entry: dict, task_names: list[str],
 
 
 def from_main(accelerator: Accelerator, compute: Callable[[], object]) -> object:
-    """`compute()` in the main process alone (evaluation, a checkpoint write), its result given to every
-    process; the others wait for it in the broadcast."""
+    """`compute()` in the main process alone (evaluation, a checkpoint write), its result broadcast."""
     result = compute() if accelerator.is_main_process else None
     return broadcast_object_list([result])[0]

@@ -1,7 +1,5 @@
-"""A sentence encoder: pretrained backbone + pooling (+ optional L2 normalisation).
-
-Saved as a folder that `sentence_transformers.SentenceTransformer(folder)` also loads.
-"""
+"""A sentence encoder: pretrained backbone + pooling (+ optional L2 normalisation), saved as a folder
+that `sentence_transformers.SentenceTransformer(folder)` also loads."""
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +25,9 @@ class SentenceEncoder(nn.Module):
         super().__init__()
         vocab = backbone.get_input_embeddings().num_embeddings
         if len(tokenizer) > vocab:
-            raise ValueError(f"the tokenizer ({type(tokenizer).__name__}, {len(tokenizer)} tokens) does not match the "
-                             f"backbone ({type(backbone).__name__}, {vocab} token embeddings): load both from the same model")
+            raise ValueError(f"the tokenizer ({type(tokenizer).__name__}, {len(tokenizer)} tokens) does not match "
+                             f"the backbone ({type(backbone).__name__}, {vocab} token embeddings): load both from the "
+                             "same model")
         self.backbone = backbone
         self.tokenizer = tokenizer  # not a module: tokenisation happens before forward, never inside it
         self.pooling = check_pooling(pooling)
@@ -46,8 +45,7 @@ class SentenceEncoder(nn.Module):
             settings = json.loads(settings_file.read_text())
             pooling, normalize, max_length = settings["pooling"], settings["normalize"], settings["max_length"]
             source = settings.get("name_or_path", source)
-        backbone, tokenizer = load_backbone(str(name_or_path))
-        return cls(backbone, tokenizer, pooling, normalize, max_length, source)
+        return cls(*load_backbone(str(name_or_path)), pooling, normalize, max_length, source)
 
     @property
     def hidden_size(self) -> int:
@@ -63,12 +61,13 @@ class SentenceEncoder(nn.Module):
         return normalize(vectors) if self.normalize else vectors
 
     def set_backbone(self, backbone: nn.Module, encode_without_adapters: bool = False) -> None:
-        """Run on `backbone` from now on (this one with LoRA adapters); encode() with them or without."""
+        """Run on another backbone (LoRA-wrapped); per-task adapters: encode() is the pretrained encoder."""
         self.backbone, self.encode_without_adapters = backbone, encode_without_adapters
 
     def with_backbone(self, backbone: nn.Module) -> "SentenceEncoder":
-        """The same encoder settings and tokenizer around another backbone (e.g. LoRA merged or removed)."""
-        return SentenceEncoder(backbone, self.tokenizer, self.pooling, self.normalize, self.max_length, self.name_or_path)
+        """The same settings and tokenizer around another backbone (e.g. LoRA merged or removed)."""
+        return SentenceEncoder(backbone, self.tokenizer, self.pooling, self.normalize, self.max_length,
+                               self.name_or_path)
 
     @torch.inference_mode()
     def encode(self, sentences: list[str], batch_size: int = 64, show_progress: bool = False,
@@ -90,16 +89,17 @@ class SentenceEncoder(nn.Module):
         return vectors if convert_to_tensor else vectors.numpy()
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write safetensors weights, tokenizer and a sentence-transformers module layout."""
+        """Safetensors weights, tokenizer and a sentence-transformers module layout."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.backbone.save_pretrained(directory, safe_serialization=True)
         give_default_mode(*directory.glob("*.safetensors"))  # transformers writes them with safetensors: 0600
         self.tokenizer.save_pretrained(directory)
-        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        st = "sentence_transformers.models."
+        modules = [{"idx": 0, "name": "0", "path": "", "type": st + "Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": st + "Pooling"}]
         if self.normalize:
-            modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+            modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": st + "Normalize"})
             (directory / "2_Normalize").mkdir(exist_ok=True)
         write_json(directory / "modules.json", modules)
         write_json(directory / "sentence_bert_config.json", {"max_seq_length": self.max_length, "do_lower_case": False})

@@ -1,9 +1,5 @@
-"""What the experiment notebooks share: the same data subsets, a fresh model, one run -> one row of results.
-
-Every setting in notebooks 03-05 starts from the same pretrained encoder and the same training
-subsets, is trained by `training.train` and is scored on held-out data, so rows differ only in the
-setting being compared.
-"""
+"""What the experiment notebooks share: the same data subsets, a fresh model, one run -> one row of results,
+so that rows differ only in the setting being compared."""
 from __future__ import annotations
 
 import json
@@ -30,8 +26,7 @@ TASKS = ("ner", "sentiment")
 
 def load_experiment_data(tokenizer, n_train: int | None, n_eval: int | None, seed: int = 0,
                          data_dir: str | None = None) -> dict:
-    """Random training subsets of `n_train` sentences per task (None, or not below a split's size: all of it), the
-    first `n_eval` validation sentences / STS-B pairs (None: all), tokenised once like the CLI's (prepare.py)."""
+    """Random `n_train` training sentences per task, the first `n_eval` validation ones / STS-B pairs: prepare_tasks."""
     data = prepare_tasks([BUILTIN_TASKS[t] for t in TASKS], tokenizer, 256, data_dir, ("train", "validation"),
                          n_train, n_eval, seed, stsb=True, max_stsb=n_eval)  # 256: the models' default max_length
     eval_sets = data.held_out["validation"]
@@ -42,7 +37,6 @@ def load_experiment_data(tokenizer, n_train: int | None, n_eval: int | None, see
 
 
 def fresh_model(tasks: tuple[str, ...] = TASKS, seed: int = 0, device: str = "cpu") -> MultiTaskModel:
-    """The pretrained encoder with new heads (initialised from `seed`)."""
     torch.manual_seed(seed)
     return MultiTaskModel(SentenceEncoder.from_pretrained(), [BUILTIN_TASKS[t] for t in tasks]).to(device)
 
@@ -61,10 +55,9 @@ def run_setting(name: str, model: MultiTaskModel, data: dict, config: TrainConfi
     tasks = tasks or tuple(model.tasks)
     if freeze is not None:
         apply_freezing(model, freeze)
-    device = next(model.parameters()).device
-    memory_task = tasks[0]
-    batch = {k: v.to(device) for k, v in typical_batch(data["train_features"][memory_task], model.encoder.tokenizer.pad_token_id).items()}
-    memory = training_memory(model, memory_task, batch)
+    memory_task, device = tasks[0], next(model.parameters()).device
+    batch = typical_batch(data["train_features"][memory_task], model.encoder.tokenizer.pad_token_id)
+    memory = training_memory(model, memory_task, {k: v.to(device) for k, v in batch.items()})
     start = time.perf_counter()
     eval_sets = {t: pair for t, pair in data["eval_sets"].items() if t in model.tasks}
     history = train(model, {t: data["train_features"][t] for t in tasks}, eval_sets, config, data["stsb_pairs"])
@@ -75,9 +68,8 @@ def run_setting(name: str, model: MultiTaskModel, data: dict, config: TrainConfi
             "train_seconds": sum(e["train_seconds"] for e in history["epochs"]) + history["cache_seconds"],
             "cached_features": history["cached_features"],
             "train_sentences": sum(len(data["train_features"][t]["input_ids"]) for t in tasks) * config.epochs,
-            "memory_mib": memory, "memory_task": memory_task,
-            **headline_scores(model, last["validation"], data), "stsb_spearman": last["stsb_spearman"],
-            "wall_seconds": time.perf_counter() - start}
+            "memory_mib": memory, "memory_task": memory_task, **headline_scores(model, last["validation"], data),
+            "stsb_spearman": last["stsb_spearman"], "wall_seconds": time.perf_counter() - start}
 
 
 def evaluate_only(name: str, model: MultiTaskModel, data: dict) -> dict:
@@ -112,19 +104,16 @@ def layer_change(model: MultiTaskModel, reference: dict[str, torch.Tensor]) -> d
 
 
 def results_file(name: str, fast: bool) -> Path:
-    """results/NAME in the repository (notebooks run in notebooks/); a temporary folder in fast mode,
-    so CI never overwrites the committed full-mode results."""
+    """results/NAME in the repository; in fast mode a temporary folder, so CI never overwrites the committed results."""
     if fast:
         return Path(tempfile.gettempdir()) / "mtl_fast_results" / name
     here = Path.cwd()
-    root = here.parent if here.name == "notebooks" else here
-    return root / "results" / name
+    return (here.parent if here.name == "notebooks" else here) / "results" / name
 
 
 def save_results(name: str, payload: dict, fast: bool) -> Path:
     path = results_file(name, fast)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {**payload, "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),
-               "cpu_count": os.cpu_count()}
-    path.write_text(json.dumps(payload, indent=1))
+    path.write_text(json.dumps({**payload, "device": "cuda" if torch.cuda.is_available() else "cpu",
+                                "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}, indent=1))
     return path

@@ -1,23 +1,13 @@
 """Selective freezing and per-task layer routing.
 
-A frozen parameter gets `requires_grad=False` and is left out of the optimizer (see llrd.py):
-leaving it in would still let AdamW's weight decay shrink it every step.
-
-Scenarios (combine several with commas, e.g. "bottom:2,head:ner"):
-    none         everything trainable (undoes earlier freezing)
-    all          the entire network (inference only)
-    backbone     embeddings and every transformer layer
-    embeddings   the embedding layer only
-    bottom:K     embeddings and the lowest K layers
-    head:TASK    one task's head
+A frozen parameter gets `requires_grad=False` and is left out of the optimizer (llrd.py): in it, AdamW's
+weight decay would still shrink it every step. Scenarios (comma-separated, applied in order):
+    none         everything trainable (undoes earlier freezing)    all          the entire network
+    backbone     embeddings and every transformer layer             embeddings   the embedding layer only
+    bottom:K     embeddings and the lowest K layers                 head:TASK    one task's head
     adapter:TASK one task's LoRA adapter (one adapter per task, lora.py)
-
-Dropout: frozen lower layers (embeddings, bottom:K) and the lower layers of a routed task keep their
-dropout during training, as when they train. It regularises the layers above them, and "bottom:K"
-then differs from "none" only in the gradient. Only a wholly frozen backbone runs without dropout
-(`training.train` puts it in eval mode): nothing in it trains, so its features are the same every
-epoch, which is what lets them be cached (feature_cache.py).
-"""
+Frozen lower layers keep their dropout in training (it regularises the layers above); only a wholly frozen
+backbone runs in eval mode (`training.train`): the same features every epoch, so cached (feature_cache.py)."""
 from __future__ import annotations
 
 import contextlib
@@ -35,7 +25,6 @@ SCENARIOS = ("none", "all", "backbone", "embeddings", "bottom:K", "head:TASK", "
 def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
     """Freeze the parts a scenario names (comma-separated scenarios apply in order)."""
     layout = backbone_layout(model.encoder.backbone)
-    n_layers = len(layout.layers)
     parts = [p.strip() for p in scenario.split(",") if p.strip()]
     for part in parts:
         name, _, argument = part.partition(":")
@@ -50,7 +39,7 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
         elif name == "embeddings" and not argument:
             layout.embeddings.requires_grad_(False)
         elif name == "bottom" and argument:
-            k = _parse_k(argument, part, lowest=0, highest=n_layers)
+            k = _parse_k(argument, part, lowest=0, highest=len(layout.layers))
             layout.embeddings.requires_grad_(False)
             layout.layers[:k].requires_grad_(False)
         elif name == "head" and argument:
@@ -62,7 +51,7 @@ def apply_freezing(model: nn.Module, scenario: str) -> nn.Module:
                 parameter.requires_grad_(False)
         else:
             raise ValueError(f"unknown freezing scenario {part!r}; choose from {', '.join(SCENARIOS)}")
-    model.record_freezing(parts)  # a saved model is restored frozen as it was: they are applied again, in order
+    model.record_freezing(parts)  # a saved model is restored frozen as it was: applied again, in order
     return model
 
 
@@ -71,11 +60,8 @@ def gradual_unfreezing(n_layers: int, stages: int) -> list[str]:
     heads and the top layers, each later stage unfreezes more layers, the last stage trains everything."""
     if not 1 <= stages <= n_layers + 1:
         raise ValueError(f"gradual unfreezing: {stages} stages for {n_layers} layers; choose 1..{n_layers + 1}")
-    scenarios = []
-    for stage in range(1, stages):
-        n_trained = max(1, round(n_layers * stage / stages))
-        scenarios.append(f"none,bottom:{n_layers - n_trained}")
-    return scenarios + ["none"]
+    n_trained = [max(1, round(n_layers * stage / stages)) for stage in range(1, stages)]
+    return [f"none,bottom:{n_layers - n}" for n in n_trained] + ["none"]
 
 
 def _parse_k(argument: str, part: str, lowest: int, highest: int) -> int:
@@ -89,11 +75,8 @@ def _parse_k(argument: str, part: str, lowest: int, highest: int) -> int:
 
 
 def route_task(model: nn.Module, task: str, top_k: int | None) -> None:
-    """Let `task`'s batches train only the top K layers (and its head); None lets it train them all.
-
-    The lower layers and the embeddings still run for that task's batches, but without gradients,
-    so they cost no backward pass and AdamW skips them (their .grad stays None).
-    """
+    """Let `task`'s batches train only the top K layers and its head (None: all). The layers below still run,
+    without gradients: no backward pass, and AdamW skips them (their .grad stays None)."""
     model.part(task)  # an unknown task fails here, whatever K is
     n_layers = len(backbone_layout(model.encoder.backbone).layers)
     model.route(task, None if top_k is None else _parse_k(str(top_k), f"{task}:{top_k}", lowest=1, highest=n_layers))
@@ -124,12 +107,10 @@ def lower_layers_without_grad(backbone: nn.Module, n_lower: int) -> Iterator[Non
 
 def parameter_report(model: nn.Module) -> list[dict]:
     """Trainable and frozen parameter counts per module (embeddings, each layer, each head)."""
-    rows = []
-    for name, module in named_blocks(model.encoder.backbone, model.heads):
-        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-        rows.append({"module": name, "trainable": trainable, "frozen": frozen})
-    rows.append({"module": "total", "trainable": sum(r["trainable"] for r in rows), "frozen": sum(r["frozen"] for r in rows)})
+    rows = [{"module": name, "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
+             "frozen": sum(p.numel() for p in module.parameters() if not p.requires_grad)}
+            for name, module in named_blocks(model.encoder.backbone, model.heads)]
+    rows.append({"module": "total", **{key: sum(r[key] for r in rows) for key in ("trainable", "frozen")}})
     return rows
 
 

@@ -1,5 +1,5 @@
-"""Task heads on the shared encoder, each saved and loaded by itself (after sentence-transformers' models/Module.py):
-its settings, the constructor arguments named by `config_keys`, in config.json; its weights in model.safetensors."""
+"""Task heads, each saved by itself (after sentence-transformers' models/Module.py): the constructor arguments
+named by `config_keys` in config.json, the weights in model.safetensors."""
 from __future__ import annotations
 
 import os
@@ -12,26 +12,22 @@ from .serialization import CheckpointError, load_weights, read_json, save_tensor
 
 
 class Head(nn.Module):
-    """A task's head: built from the encoder's width, the task's label count and its other `config_keys`."""
-
     config_keys: tuple[str, ...] = ("hidden_size", "num_labels", "dropout")
 
     def __init__(self, hidden_size: int, num_labels: int):
         super().__init__()
         self.hidden_size, self.num_labels = hidden_size, num_labels
 
-    def get_config_dict(self) -> dict:
-        values = {key: getattr(self, key) for key in self.config_keys}
-        return {key: value.p if isinstance(value, nn.Dropout) else value for key, value in values.items()}
-
     def save(self, folder: str | os.PathLike) -> None:
-        write_json(Path(folder) / "config.json", self.get_config_dict())
+        config = {key: getattr(self, key) for key in self.config_keys}
+        write_json(Path(folder) / "config.json",
+                   {key: value.p if isinstance(value, nn.Dropout) else value for key, value in config.items()})
         save_tensors(self.state_dict(), Path(folder) / "model.safetensors")
 
     @classmethod
     def load(cls, folder: str | os.PathLike, **settings) -> "Head":
-        """The head saved in `folder`; `settings` replace its saved ones (the model's width and the task's label
-        count: a head that does not match them fails here, on its weights)."""
+        """The head saved in `folder`; `settings` (the model's width, the task's label count) replace saved ones,
+        so a head that does not match them fails here, on its weights."""
         config = read_json(Path(folder) / "config.json") | settings
         if missing := [key for key in cls.config_keys if key not in config]:
             raise CheckpointError(f"{folder}: config.json lacks {', '.join(missing)} (a {cls.__name__} needs them)")

@@ -1,14 +1,6 @@
-"""Weight-space interpolation between the pretrained and the fine-tuned encoder (WiSE-FT).
-
-    backbone(a) = (1 - a) * pretrained + a * fine-tuned        heads: the fine-tuned ones
-
-a = 0 is the pretrained encoder, a = 1 the fine-tuned model. Wortsman et al. (2022) find that points
-in between keep much of what the pretrained model knew at little cost to the fine-tuned task; the
-curve costs evaluations only, no training:
-
-    python -m mtl_utils.interpolate RUN_DIR      # RUN_DIR from `python -m mtl_utils.train`
-                                                 # -> RUN_DIR/interpolation.json
-"""
+"""Weight-space interpolation between the pretrained (a = 0) and the fine-tuned (a = 1) encoder (WiSE-FT,
+Wortsman et al. 2022): points between keep much of what the pretrained model knew at little cost to the task.
+`python -m mtl_utils.interpolate RUN_DIR` (a `mtl_utils.train` --output-dir) -> RUN_DIR/interpolation.json"""
 from __future__ import annotations
 
 import argparse

@@ -1,14 +1,6 @@
 """Layer-wise learning-rate decay (LLRD): lower layers, which hold general language knowledge, move less.
-
-    head(s)        head_lr
-    top layer      lr
-    layer i        lr * decay ** (L - 1 - i)
-    embeddings     lr * decay ** L   (lowest of all)
-
-Each group is split in two: weights with weight decay, and biases / LayerNorm weights without it
-(decaying a LayerNorm gain towards 0 or a bias towards 0 has no regularising meaning). Frozen
-parameters are left out entirely, so AdamW's decoupled weight decay cannot move them.
-"""
+Layer i of L gets lr * decay ** (L - 1 - i), the embeddings lr * decay ** L, the heads head_lr; biases and
+LayerNorm weights get no weight decay, and frozen parameters are left out (AdamW's decay would move them)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -19,10 +11,6 @@ from .backbone import backbone_layout
 
 if TYPE_CHECKING:
     from .model import MultiTaskModel
-
-
-def _no_decay(name: str, parameter: nn.Parameter) -> bool:
-    return parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
 
 
 def check_decay(decay: float) -> float:
@@ -41,7 +29,6 @@ def llrd_parameter_groups(model: "MultiTaskModel", lr: float, head_lr: float | N
     blocks: list[tuple[str, nn.Module, float]] = [("embeddings", layout.embeddings, lr * decay ** n_layers)]
     blocks += [(f"layer.{i}", layer, lr * decay ** (n_layers - 1 - i)) for i, layer in enumerate(layout.layers)]
     blocks += [(f"head.{name}", head, head_lr) for name, head in model.heads.items()]
-
     groups, seen = [], set()
     for block, module, block_lr in blocks:
         with_decay, without_decay = [], []
@@ -49,7 +36,8 @@ def llrd_parameter_groups(model: "MultiTaskModel", lr: float, head_lr: float | N
             if not parameter.requires_grad or id(parameter) in seen:
                 continue
             seen.add(id(parameter))
-            (without_decay if _no_decay(name, parameter) else with_decay).append(parameter)
+            no_decay = parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+            (without_decay if no_decay else with_decay).append(parameter)
         for params, wd, suffix in ((with_decay, weight_decay, ""), (without_decay, 0.0, " (no decay)")):
             if params:
                 groups.append({"name": block + suffix, "params": params, "lr": block_lr, "weight_decay": wd})
@@ -61,7 +49,6 @@ def llrd_parameter_groups(model: "MultiTaskModel", lr: float, head_lr: float | N
 
 
 def llrd_table(groups: list[dict]) -> list[dict]:
-    """One row per group: name, learning rate, weight decay, number of parameters."""
     return [{"group": g["name"], "lr": g["lr"], "weight_decay": g["weight_decay"],
              "parameters": sum(p.numel() for p in g["params"])} for g in groups]
 
@@ -75,15 +62,9 @@ def format_llrd_table(groups: list[dict]) -> str:
 def plot_llrd(groups: list[dict], ax=None):
     """Bar chart of the learning rate per block, bottom (embeddings) to top (heads)."""
     import matplotlib.pyplot as plt
-
-    rates: dict[str, float] = {}
-    for g in groups:
-        rates.setdefault(g["name"].removesuffix(" (no decay)"), g["lr"])
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3))
+    rates = {g["name"].removesuffix(" (no decay)"): g["lr"] for g in groups}  # a block's two groups share its lr
+    ax = plt.subplots(figsize=(7, 3))[1] if ax is None else ax
     ax.bar(list(rates), list(rates.values()), color="tab:blue")
-    ax.set_ylabel("learning rate")
-    ax.set_yscale("log")
+    ax.set(ylabel="learning rate", yscale="log", title="Learning rate per block (LLRD)")
     ax.tick_params(axis="x", rotation=45)
-    ax.set_title("Learning rate per block (LLRD)")
     return ax

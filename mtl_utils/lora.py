@@ -1,14 +1,8 @@
 """LoRA adapters on the shared encoder (with `peft`): each adapted weight computes W x + (alpha / r) B A x.
 
-W stays frozen (bitwise: it is not in the optimizer); only A (r x in) and B (out x r, zero at the
-start, so training starts from the pretrained encoder) are trained, with the heads. Two modes:
-
-    shared     one adapter ("shared") that every task trains: one backbone pass serves every head
-    per task   one adapter per task (peft named adapters): a batch runs its task's adapter, so
-               predict() makes one backbone pass per task, and encode() is the plain pretrained encoder
-
-A model saves the unchanged base encoder and peft's adapter folders; `merged_backbone` folds one adapter in.
-"""
+W stays frozen (not in the optimizer); A and B (zero at the start: training starts from the pretrained encoder)
+train with the heads. One "shared" adapter serves every head in one pass; or one peft named adapter per task:
+a batch runs its task's adapter, predict() one pass per task, and encode() is the pretrained encoder."""
 from __future__ import annotations
 
 import copy
@@ -23,14 +17,6 @@ from .serialization import give_default_mode
 SHARED = "shared"
 TARGETS = {"attention": ["query", "key", "value"],  # BERT / MiniLM / RoBERTa module names
            "all": ["query", "key", "value", "dense"]}  # + attention output and both FFN projections
-
-
-def _peft():
-    try:
-        import peft
-    except ImportError:
-        raise ValueError("LoRA needs the `peft` package (pip install peft); it is not installed") from None
-    return peft
 
 
 @contextmanager
@@ -55,9 +41,11 @@ def adapter_of(task: str, lora: dict | None) -> str | None:
 
 def with_adapters(backbone: nn.Module, adapters: list[str], lora: dict, saved: Path | None = None,
                   dropout: float = 0.1) -> nn.Module:
-    """The backbone wrapped with the LoRA adapters named: new ones, as `lora` (ModelConfig's lora* settings)
-    says, or those saved in the folder `saved`. Only the adapters train."""
-    peft = _peft()
+    """The backbone with the named LoRA adapters, new (as `lora` says) or saved in `saved`; only they train."""
+    try:
+        import peft
+    except ImportError:
+        raise ValueError("LoRA needs the `peft` package (pip install peft); it is not installed") from None
     config = peft.LoraConfig(r=lora["lora"], lora_alpha=lora["lora_alpha"], lora_dropout=dropout, bias="none",
                              target_modules=TARGETS[lora["lora_targets"]])
     with _quiet_peft():
@@ -76,8 +64,8 @@ def with_adapters(backbone: nn.Module, adapters: list[str], lora: dict, saved: P
 
 
 def add_task_adapter(backbone: nn.Module, task: str) -> None:
-    """A new task's own adapter, configured as the others are, starting at zero (B = 0): the model
-    is unchanged until it trains, and training it leaves every other adapter alone."""
+    """A new task's own adapter, configured as the others, starting at zero (B = 0): the model is unchanged
+    until it trains, and training it leaves every other adapter alone."""
     existing = next(iter(backbone.peft_config.values()))
     with _quiet_peft():
         backbone.add_adapter(task, copy.deepcopy(existing))
@@ -86,7 +74,6 @@ def add_task_adapter(backbone: nn.Module, task: str) -> None:
 
 
 def adapter_parameters(backbone: nn.Module, task: str) -> list[nn.Parameter]:
-    """The LoRA parameters of one task's adapter (per-task mode)."""
     names = (f".lora_A.{task}.", f".lora_B.{task}.")  # peft's names: "...query.lora_A.<adapter>.weight"
     return [p for n, p in backbone.named_parameters() if any(name in n for name in names)]
 
@@ -100,9 +87,8 @@ def all_adapters_trainable(backbone: nn.Module) -> None:
 
 @contextmanager
 def trainable_flags_kept(backbone: nn.Module):
-    """peft's adapter switches (set_adapter, and leaving disable_adapter) also set requires_grad: on
-    for the adapter they activate, off for every other. What trains is training's decision, so the
-    flags are put back as they were."""
+    """peft's adapter switches (set_adapter, leaving disable_adapter) also set requires_grad (on for the
+    adapter activated, off for the others); what trains is training's decision, so the flags are restored."""
     trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
     try:
         yield
@@ -112,7 +98,6 @@ def trainable_flags_kept(backbone: nn.Module):
 
 
 def use_adapter(backbone: nn.Module, name: str) -> None:
-    """Make `name` the adapter the next backbone pass runs."""
     if backbone.active_adapter != name:
         with trainable_flags_kept(backbone):
             backbone.set_adapter(name)
@@ -120,8 +105,8 @@ def use_adapter(backbone: nn.Module, name: str) -> None:
 
 @contextmanager
 def without_adapters(backbone: nn.Module):
-    """Run the pretrained encoder itself (encode() in per-task mode). Without the kept flags, an
-    encode() between epochs stopped every adapter but the active one for the rest of training."""
+    """Run the pretrained encoder itself (encode() in per-task mode). Without the kept flags, an encode()
+    between epochs stopped every adapter but the active one for the rest of training."""
     with trainable_flags_kept(backbone), backbone.disable_adapter():
         yield
 
@@ -132,12 +117,12 @@ def save_adapters(backbone: nn.Module, directory: Path) -> None:
 
 
 def base_backbone(backbone: nn.Module) -> nn.Module:
-    """A copy of the backbone without adapters: the pretrained weights, unchanged."""
+    """A copy without adapters: the pretrained weights, unchanged."""
     return copy.deepcopy(backbone).unload()
 
 
 def merged_backbone(backbone: nn.Module, adapter: str) -> nn.Module:
-    """A copy of the backbone with one adapter folded into its weights (W + (alpha / r) B A)."""
+    """A copy with one adapter folded into its weights (W + (alpha / r) B A)."""
     merged = copy.deepcopy(backbone)
     merged.set_adapter(adapter)
     return merged.merge_and_unload(adapter_names=[adapter])

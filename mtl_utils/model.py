@@ -112,8 +112,7 @@ class MultiTaskModel(nn.Module):
         return self.parts[task]
 
     def add_task(self, spec: TaskSpec, head: Head | None = None) -> Head:
-        """Adding a task is adding its head (a new one unless given) and, with one LoRA adapter per task, its
-        adapter, which starts at zero; nothing else in the model changes."""
+        """Adding a task adds its head (new unless given) and, per-task LoRA, its adapter (starting at zero)."""
         if spec.name in self.parts:
             raise ValueError(f"task {spec.name!r} already exists")
         if self.lora is not None and self.lora["lora_per_task"]:
@@ -127,7 +126,7 @@ class MultiTaskModel(nn.Module):
     def use_lora(self, config: ModelConfig, saved: Path | None = None) -> None:
         """Run the backbone with LoRA adapters (lora.py) as `config` says: new ones, or those saved in `saved`."""
         lora = {f.name: getattr(config, f.name) for f in fields(config) if f.name.startswith("lora")}
-        lora["lora_alpha"] = config.lora_alpha or 2 * config.lora  # `self.lora`: ModelConfig's lora* settings
+        lora["lora_alpha"] = config.lora_alpha or 2 * config.lora
         adapters = list(self.parts) if lora["lora_per_task"] else [SHARED]
         self.encoder.set_backbone(with_adapters(self.encoder.backbone, adapters, lora, saved),
                                   encode_without_adapters=lora["lora_per_task"])
@@ -140,12 +139,11 @@ class MultiTaskModel(nn.Module):
         self.part(task).top_k = top_k
 
     def record_freezing(self, scenarios: list[str]) -> None:
-        """Remember the freezing scenarios applied, so that a saved model is restored frozen as it was."""
+        """Remember the freezing scenarios applied: a saved model is restored frozen as it was."""
         self.freeze = ",".join(scenarios) if self.freeze == "none" else ",".join([self.freeze, *scenarios])
 
     def token_states(self, task: str | None, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """One backbone pass (with the task's LoRA adapter, if any); a routed task runs its lower layers
-        without gradients. Without a task: the backbone as it is (no adapter switch, no routing)."""
+        """One backbone pass: the task's LoRA adapter, a routed task's lower layers without grad (no task: neither)."""
         adapter, top_k = (None, None) if task is None else (self.part(task).adapter, self.part(task).top_k)
         if adapter is not None:
             use_adapter(self.encoder.backbone, adapter)
@@ -156,22 +154,21 @@ class MultiTaskModel(nn.Module):
             return self.encoder.token_states(input_ids, attention_mask)
 
     def head_input(self, task: str, token_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """What a task's head reads (its kind decides: the pooled sentence vector, every token state, ...)."""
+        """What a task's head reads, as its kind decides (pooled sentence vector, every token state, ...)."""
         return self.part(task).spec.task_kind.head_input(token_states, attention_mask, self.encoder.pooling)
 
     def forward(self, task: str, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, head_input: torch.Tensor | None = None,
                 sentence_vectors: bool = False, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One backbone pass and the task's head; given `head_input` (cached features of a frozen
-        backbone, see feature_cache.py), the head alone. `extra`: inputs a kind's head reads (word shapes).
-        `sentence_vectors`: also the pooled sentence vectors of the same pass (for distillation.py)."""
+        """One backbone pass and the task's head; given a cached `head_input` (feature_cache.py), the head alone.
+        `extra`: inputs a kind's head reads; `sentence_vectors`: also the pass's unnormalised pooled vectors."""
         part = self.part(task)
         out = {}
         if head_input is None:
             states = self.token_states(task, input_ids, attention_mask)
             head_input = self.head_input(task, states, attention_mask)
             if sentence_vectors:
-                out["sentence_vectors"] = pool(states, attention_mask, self.encoder.pooling)  # not normalised
+                out["sentence_vectors"] = pool(states, attention_mask, self.encoder.pooling)
         out["logits"] = part.spec.task_kind.logits(part.head, head_input, extra)
         if labels is not None:
             out["loss"] = part.spec.task_kind.loss(part.spec, out["logits"], labels)
@@ -182,8 +179,7 @@ class MultiTaskModel(nn.Module):
         return predict(self, texts, batch_size)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """encoder/ (safetensors, sentence-transformers layout), heads/<task>/ (each head saved by itself),
-        with LoRA adapters/ beside the unchanged base encoder, and mtl_config.json (see serialization.py)."""
+        """The folder layout of serialization.py; with LoRA, adapters/ beside the unchanged base encoder."""
         directory, encoder = Path(directory), self.encoder
         if self.lora is not None:
             encoder = encoder.with_backbone(base_backbone(encoder.backbone))
@@ -196,8 +192,7 @@ class MultiTaskModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, expected_tasks: dict[str, list[str]] | None = None
                         ) -> "MultiTaskModel":
-        """Restore a saved model (format 2 too), frozen and routed as it was. `expected_tasks` ({task: label
-        names}) guards against loading the wrong checkpoint."""
+        """A saved model, frozen and routed as it was; `expected_tasks` ({task: labels}) guards against a wrong one."""
         directory = Path(directory)
         tasks, settings, format_version = read_config(directory, expected_tasks)
         config = ModelConfig(**{**settings, "backbone": str(directory / "encoder")})

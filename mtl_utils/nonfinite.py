@@ -1,9 +1,5 @@
-"""A NaN or infinite loss: every process agrees, then the run stops before the step or skips it.
-
-Stopping is the default: the last checkpoint is then the last good state, and the message names the
-batch (task, training rows, first sentence). `skip_nonfinite` skips such batches instead (no
-optimizer step) and records each in history["skipped_nonfinite"].
-"""
+"""A NaN or infinite loss: every process agrees, then the run stops before the step (the last
+checkpoint is the last good state; the message names the batch) or, with `skip_nonfinite`, skips it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +12,7 @@ from .checkpointing import kept_checkpoints
 
 
 class NonFiniteLossError(RuntimeError):
-    """A NaN or infinite loss: training stopped before that step, so the last checkpoint is a good one."""
+    """Training stopped before a step whose loss was NaN or infinite."""
 
 
 class NonFiniteGuard:
@@ -26,9 +22,8 @@ class NonFiniteGuard:
         self.tokenizer, self.checkpoint_dir = tokenizer, checkpoint_dir
 
     def all_finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite in every process. With several, they agree (an all-reduce of a
-        flag), so that all skip the step or all stop: a process that skipped its backward alone would
-        leave the others waiting in the gradient all-reduce."""
+        """Whether the loss is finite in every process (an all-reduced flag): all skip or all stop, as a
+        process that skipped its backward alone would leave the others waiting in the all-reduce."""
         bad = (~torch.isfinite(loss.detach())).any().to(torch.float32).reshape(1)
         if self.accelerator.num_processes > 1:
             bad = self.accelerator.reduce(bad, reduction="sum")
@@ -57,7 +52,7 @@ class NonFiniteGuard:
         if self.checkpoint_dir is None:
             return "no output_dir, so no checkpoint"
         kept = kept_checkpoints(self.checkpoint_dir)
-        return f"the last checkpoint, {self.checkpoint_dir / kept[-1]}, is intact" if kept else "no checkpoint written yet"
+        return f"the last checkpoint, {self.checkpoint_dir / kept[-1]}, is intact" if kept else "no checkpoint yet"
 
 
 def describe(report: dict) -> str:

@@ -1,11 +1,9 @@
 """Mixed precision: bf16 where this machine computes it fast, else fp32 with one line saying why.
 
-Under bf16 autocast the matrix products (linear layers, attention) run in bf16 while the weights,
-the optimizer and the gradients they accumulate stay fp32. What stays fp32 here: the task losses
-(torch's autocast computes cross-entropy in fp32), mean pooling (pool() upcasts: a sum of bf16
-states keeps only ~3 significant digits), the distillation distance, and evaluation, which runs
-outside autocast on the fp32 weights: the scores are those of the model as saved and loaded.
-LayerNorm, softmax and GELU take bf16 inputs (and give bf16 outputs) under autocast.
+Under bf16 autocast (the training step's forward) the matrix products run in bf16 while the weights,
+the optimizer and the gradients stay fp32. Also fp32: the task losses (autocast's cross-entropy),
+mean pooling (pool() upcasts: a sum of bf16 states keeps ~3 significant digits), the distillation
+distance, and evaluation, outside autocast: the scores are those of the model as saved and loaded.
 """
 from __future__ import annotations
 
@@ -30,12 +28,9 @@ def matmul_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 3) -> flo
 
 @functools.lru_cache(maxsize=None)
 def cpu_bf16_is_fast() -> bool:
-    """Whether a bf16 matrix product runs faster than an fp32 one on this CPU.
-
-    CPUs with bf16 units (AVX512-BF16, AMX) run it about twice as fast; the others emulate it, which
-    can be far slower (an AVX2-only AMD EPYC, torch 2.13, 2 threads: 1.3 vs 101 GFLOP/s at 512 x 512).
-    oneDNN's own check answers first where torch has it; a short timing (a few ms) confirms the speed.
-    """
+    """Whether a bf16 matrix product runs faster than an fp32 one on this CPU: CPUs with bf16 units
+    (AVX512-BF16, AMX) run it about twice as fast, the others emulate it, far slower (Performance page).
+    oneDNN's own check answers first where torch has it; a timing of a few ms confirms the speed."""
     supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     if supported is not None and not supported():
         return False
@@ -72,9 +67,8 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> str:
 
 
 class MixedPrecision:
-    """The training step's autocast and gradient scaler. Autocast wraps the forward pass alone (the
-    backward follows its dtypes), so evaluation, which runs outside the step, is fp32. fp16 scales
-    the loss against underflow (GradScaler); bf16 and fp32 need no scaling (the scaler is off)."""
+    """The training step's autocast (of the forward alone; the backward follows its dtypes) and
+    gradient scaler: on for fp16 (against underflow), off for bf16 and fp32."""
 
     def __init__(self, precision: str = "no", device: torch.device | str = "cpu"):
         self.precision, self.device_type = precision, torch.device(device).type

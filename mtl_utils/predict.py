@@ -12,21 +12,20 @@ WORD_PATTERN = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")  # words and single pu
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:
-    """Words (CoNLL-like: punctuation split off) with their character offsets in `text`."""
+    """Words with their character offsets in `text`."""
     return [(m.group(), m.start(), m.end()) for m in WORD_PATTERN.finditer(text)]
 
 
 @torch.inference_mode()
 def predict(model, texts: list[str], batch_size: int = 32) -> list[dict]:
-    """Per sentence: {"text", "num_words", "words_seen", task: prediction, ...}: a sentence task's label
-    and probability, a token task's entity spans as the strict metric counts them. `words_seen` <
-    `num_words` marks a sentence cut at max_length: its unseen words get no entity."""
+    """Per sentence: {"text", "num_words", "words_seen", task: prediction, ...}: a sentence task's label and
+    probability, a token task's entity spans. `words_seen` < `num_words`: cut at max_length (the rest: no entity)."""
     if isinstance(texts, str):
         raise TypeError("predict() takes a list of sentences; wrap a single sentence in a list")
     device = next(model.parameters()).device
     words = [split_words(text) for text in texts]
-    # Every head reads the same token ids, those of the words: one backbone pass serves them all. Each
-    # kind adds its per-token inputs (a token head's word shapes) and the columns its `describe` reads.
+    # Every head reads the words' token ids: one backbone pass serves them all. Each kind adds its
+    # per-token inputs (word shapes) and the columns its `describe` reads.
     kinds = [spec.task_kind for spec in model.tasks.values()]
     word_features = {name: feature for kind in kinds for name, feature in kind.word_features.items()}
     features = tokenize_words(model.encoder.tokenizer, [[w for w, _, _ in ws] for ws in words],
@@ -38,7 +37,8 @@ def predict(model, texts: list[str], batch_size: int = 32) -> list[dict]:
                           model.encoder.tokenizer.pad_token_id)
         batch = {k: v.to(device) for k, v in batch.items()}
         states = {}  # one backbone pass for all heads (one per adapter with per-task LoRA adapters)
-        results = [{"text": texts[i], "num_words": len(words[i]), "words_seen": features["words_kept"][i]} for i in rows]
+        results = [{"text": texts[i], "num_words": len(words[i]), "words_seen": features["words_kept"][i]}
+                   for i in rows]
         for task, part in model.parts.items():
             if part.adapter not in states:
                 states[part.adapter] = model.token_states(task, batch["input_ids"], batch["attention_mask"])

@@ -30,10 +30,9 @@ def prepare_tasks(specs: list[TaskSpec], tokenizer: PreTrainedTokenizerBase, max
                   data_dir: str | os.PathLike | None = None, splits: tuple[str, ...] = ("train", "validation", "test"),
                   max_train: int | dict[str, int] | None = None, max_eval: int | None = None, seed: int = 0,
                   stsb: bool = False, max_stsb: int | None = None) -> PreparedTasks:
-    """Load each task's data (data_dir, else $MTL_DATA_DIR, else the Hub) and tokenise the `splits` asked for.
-    Training: `shuffle(seed).select(range(cap))` where a cap (one for every task, or {task: cap}) is below
-    the split's size, else the whole split in file order. Held-out splits (those a task has) and STS-B
-    pairs (with `stsb`): the first `max_eval` / `max_stsb` rows (None or 0: all of them)."""
+    """Load each task's data (see data.resolve_data_dir) and tokenise the `splits` asked for. Training:
+    `shuffle(seed).select(range(cap))` where a cap (one for all tasks, or {task: cap}) is below the split's size, else
+    the whole split in file order. Held-out splits and STS-B pairs (`stsb`): the `first` max_eval / max_stsb rows."""
     caps = {spec.name: max_train for spec in specs} if isinstance(max_train, int) else dict(max_train or {})
     prepared = PreparedTasks({}, {}, {}, first(load_stsb_validation(data_dir), max_stsb) if stsb else None)
     for spec in specs:

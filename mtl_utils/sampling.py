@@ -1,16 +1,9 @@
 """Which batch comes next: length-grouped batches within a task, and a multi-task schedule across tasks.
 
-Every batch holds examples of one task only, so each step runs one head on one backbone pass.
-Strategies (one epoch = as many batches as one pass over every task's data):
-    proportional   every batch of every task exactly once, in shuffled order (task i ~ n_i)
-    temperature    task i drawn with probability ~ n_i ** (1/T); T=1 is proportional, large T uniform
-    round_robin    tasks take turns
-With temperature and round_robin a small task is re-shuffled and repeated when it runs out.
-
-`examples_per_epoch` lets a large task contribute only N examples per epoch, a different slice of
-one fixed shuffle each epoch: over ceil(n / N) epochs the task is seen once, instead of one fixed
-subset being seen again and again.
-"""
+Every batch holds one task's examples (one head, one backbone pass). An epoch has as many batches as one pass
+over every task: proportional (every batch once, shuffled: task i ~ n_i), temperature (task i ~ n_i ** (1/T))
+or round_robin (tasks take turns; a small task is re-shuffled and repeated when it runs out). With
+`examples_per_epoch`, a large task gets N examples per epoch, the next slice of one fixed shuffle each time."""
 from __future__ import annotations
 
 import math
@@ -23,11 +16,8 @@ STRATEGIES = ("proportional", "temperature", "round_robin")
 
 def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
                            group_batches: int = 50, indices: list[int] | None = None) -> list[list[int]]:
-    """Shuffle, sort by length inside groups of `group_batches` batches, cut into batches, shuffle batches.
-
-    Similar lengths share a batch, so dynamic padding adds few pad tokens, while the order stays random.
-    `indices` restricts the batches to those examples (default: all).
-    """
+    """Shuffle, sort by length inside groups of `group_batches` batches, cut into batches, shuffle the batches:
+    similar lengths share a batch (few pad tokens) and the order stays random. `indices`: those examples only."""
     indices = list(range(len(lengths))) if indices is None else indices
     order = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
     group = batch_size * group_batches
@@ -51,16 +41,12 @@ class MultiTaskBatchSampler:
 
     def __init__(self, task_lengths: dict[str, list[int]], batch_size: int, strategy: str = "proportional",
                  temperature: float = 2.0, seed: int = 0, examples_per_epoch: dict[str, int] | None = None):
-        check_strategy(strategy, temperature)
+        self.strategy = check_strategy(strategy, temperature)
         for task, lengths in task_lengths.items():
             if not lengths:
                 raise ValueError(f"task {task!r} has no training examples (empty dataset)")
-        self.task_lengths = task_lengths
-        self.batch_size = batch_size
-        self.strategy = strategy
-        self.temperature = temperature
-        self.seed = seed
-        self.epoch = 0
+        self.task_lengths, self.batch_size = task_lengths, batch_size
+        self.temperature, self.seed, self.epoch = temperature, seed, 0
         self.examples_per_epoch = {}
         for task, n in (examples_per_epoch or {}).items():
             if task not in task_lengths:
@@ -80,8 +66,7 @@ class MultiTaskBatchSampler:
         if task not in self.examples_per_epoch:
             return None
         shuffle, n = self._shuffles[task], self.examples_per_epoch[task]
-        start = self.epoch * n
-        return [shuffle[(start + j) % len(shuffle)] for j in range(n)]
+        return [shuffle[(self.epoch * n + j) % len(shuffle)] for j in range(n)]
 
     def batches_per_task(self) -> dict[str, int]:
         return {task: math.ceil(self.examples_per_epoch.get(task, len(lengths)) / self.batch_size)
@@ -93,9 +78,7 @@ class MultiTaskBatchSampler:
     def task_probabilities(self) -> dict[str, float]:
         sizes = {task: self.examples_per_epoch.get(task, len(lengths)) for task, lengths in self.task_lengths.items()}
         power = 1.0 / self.temperature if self.strategy == "temperature" else 1.0
-        weights = {task: n ** power for task, n in sizes.items()}
-        if self.strategy == "round_robin":
-            weights = {task: 1.0 for task in sizes}
+        weights = {task: 1.0 if self.strategy == "round_robin" else n ** power for task, n in sizes.items()}
         total = sum(weights.values())
         return {task: w / total for task, w in weights.items()}
 
@@ -111,8 +94,7 @@ class MultiTaskBatchSampler:
         if self.strategy == "proportional":
             schedule = [task for task in tasks for _ in pools[task]]
             for i in torch.randperm(len(schedule), generator=generator).tolist():
-                task = schedule[i]
-                yield task, pools[task].pop()
+                yield schedule[i], pools[schedule[i]].pop()
             return
         probabilities = torch.tensor([self.task_probabilities()[t] for t in tasks])
         for step in range(len(self)):

@@ -5,8 +5,7 @@
     <dir>/adapters/<name>/  with LoRA, peft's adapter folders (lora.py)
     <dir>/mtl_config.json   format version, tasks (name, kind, labels) and the ModelConfig
 
-Format 2 (every head's weights in one heads.safetensors, keys "<task>.<weight>") loads too.
-"""
+Format 2 (every head's weights in one heads.safetensors, keys "<task>.<weight>") loads too."""
 from __future__ import annotations
 
 import json
@@ -26,8 +25,7 @@ class CheckpointError(ValueError):
 
 
 def give_default_mode(*paths: str | os.PathLike) -> None:
-    """Give files the mode any new file gets here (0o666 less the umask): safetensors (0.8 here) writes
-    its files 0600, which other users of a shared folder could not read."""
+    """Give files the default mode (0o666 less the umask): safetensors writes 0600, unreadable to others."""
     mask = os.umask(0o022)  # the only portable way to read the umask is to set it
     os.umask(mask)
     for path in paths:
@@ -45,8 +43,8 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def load_weights(module: torch.nn.Module, source: Path, prefix: str = "") -> None:
-    """Every weight of `module` from the safetensors file `source` (those named "<prefix>.<name>" there, given a
-    prefix), or one line that says what is wrong."""
+    """Every weight of `module` from the safetensors file `source` (named "<prefix>.<name>" there, given a prefix),
+    or one line that says what is wrong."""
     try:
         state = load_file(source)
     except (SafetensorError, OSError) as err:

@@ -1,10 +1,5 @@
-"""Settings declared once: a dataclass field carries its help text, and the CLI is generated from it.
-
-ModelConfig (model.py) and TrainConfig (training.py) declare their fields with `setting`; the
-training command adds one option per field (`add_settings`) and builds each dataclass back from the
-parsed options by keyword (`settings_from`). A new setting is one field: its option, help, default
-and the saved args.json follow.
-"""
+"""Settings declared once: a dataclass field (ModelConfig, TrainConfig) carries its help text and the
+CLI is generated from it, so a new setting is one field: its option, help, default and args.json follow."""
 from __future__ import annotations
 
 import argparse

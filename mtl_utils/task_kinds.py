@@ -1,9 +1,7 @@
 """Task kinds: everything that differs between a label per sentence and a label per word.
 
-The model, the training loop, evaluation, predict() and the feature cache never ask which kind a task
-is; they call its kind. A new kind (sentence pairs, multi-label, ...) is one subclass of `TaskKind`
-registered with `register_task_kind` (which checks that it has what the others call); nothing else changes.
-"""
+The model, training, evaluation, predict() and the feature cache never ask which kind a task is; they
+call its kind. A new kind (sentence pairs, multi-label, ...) is one `TaskKind` subclass, registered."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -41,16 +39,13 @@ def word_shape(word: str) -> int:
 
 
 class TaskKind:
-    """What a kind of task decides. A subclass defines (`register_task_kind` checks):
+    """What a kind of task decides. A subclass defines these (`register_task_kind` checks) and may override the rest:
 
         tokenize(split, spec, tokenizer, max_length) -> model inputs as python lists, once before training
         head_input(token_states, attention_mask, pooling) -> what the head reads from one backbone pass
         decode(spec, logits, example) -> one example's prediction, in the form `score` compares with `gold`
         score(spec, gold, predictions) -> metrics (including `headline`)
-        describe(spec, logits, example, words, text) -> what `predict()` returns for one sentence
-
-    and may override the defaults below (head, collation, head call, loss, gold labels, feature cache).
-    """
+        describe(spec, logits, example, words, text) -> what `predict()` returns for one sentence"""
 
     REQUIRED = ("name", "headline", "tokenize", "head_input", "decode", "score", "describe")
     name: str
@@ -58,7 +53,7 @@ class TaskKind:
     head_type: type[Head] = ClassificationHead  # makes, saves and loads the task's head
     batch_keys: tuple[str, ...] = ("input_ids", "attention_mask", "labels")
     example_keys: tuple[str, ...] = ()  # the feature columns `decode` and `describe` read
-    # Per-token inputs from each token's word (name: function of the word), in training and in predict()
+    # Per-token inputs computed from each token's word, in training and in predict()
     word_features: dict[str, Callable[[str], int]] = {}
 
     def make_head(self, hidden_size: int, num_labels: int, settings: dict[str, Any]) -> Head:
@@ -89,7 +84,6 @@ class TaskKind:
         return [row[:int(n)].clone() for row, n in zip(head_input, attention_mask.sum(1))]
 
     def cached_example(self, head_input: torch.Tensor, columns: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One example of the feature cache: its cached head input and its other columns (labels, ...)."""
         return {"head_input": head_input, **columns}
 
     def collate_cached(self, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -106,8 +100,7 @@ class SentenceClassification(TaskKind):
         return {**features, "labels": [spec.label_id(label) for label in split["label"]]}
 
     def head_input(self, token_states, attention_mask, pooling):
-        # The raw pooled vector: L2 normalisation is for similarity search, and unit-length inputs
-        # would only slow the classifier down.
+        # Not L2-normalised: that is for similarity search, and would only slow the classifier down.
         return pool(token_states, attention_mask, pooling)
 
     def decode(self, spec, logits, example):
@@ -162,9 +155,8 @@ class TokenClassification(TaskKind):
         return head(head_input, batch.get("word_shape_ids"))
 
     def cached_example(self, head_input, columns):
-        # Only the labelled positions (each word's first subword) are kept: the loss reads nothing
-        # else. A cached batch is then their concatenation, with no padding, and the head's dropout
-        # draws a mask for those rows alone (the same computation as on a padded batch, other draws).
+        # Only the labelled positions (each word's first subword) are kept: the loss reads nothing else.
+        # A cached batch concatenates them, unpadded; dropout then draws masks for those rows alone.
         labelled = columns["labels"] != IGNORE_INDEX
         return {"head_input": head_input[labelled], **{key: value[labelled] for key, value in columns.items()}}
 
@@ -190,11 +182,8 @@ class TokenClassification(TaskKind):
 
 
 def entity_spans(tags: list[str], words: list[tuple[str, int, int]], text: str) -> list[dict]:
-    """IOB2 word tags -> entities with type, words and character offsets in `text`.
-
-    Decoded exactly as the strict metric counts them (seqeval's strict IOB2): an I- tag that does not
-    continue a B- of its type starts no entity, so predict() never returns a span the F1 would reject.
-    """
+    """IOB2 word tags -> entities with type, words and character offsets in `text`, decoded as seqeval's
+    strict IOB2 metric counts them: an I- tag that does not continue a B- of its type starts no entity."""
     spans = []
     for entity in Entities([tags], IOB2, suffix=False).entities[0]:
         first, last = entity.start, entity.end - 1
@@ -208,7 +197,7 @@ TASK_KINDS: dict[str, TaskKind] = {}
 
 
 def register_task_kind(kind: TaskKind) -> TaskKind:
-    """Make `kind` known by its name; one that lacks what the model, training or evaluation call fails here."""
+    """Make `kind` known by its name; one that lacks what the others call fails here."""
     missing = [m for m in TaskKind.REQUIRED if not hasattr(kind, m)]
     if missing:
         raise TypeError(f"task kind {type(kind).__name__} lacks {', '.join(missing)} (see TaskKind)")

@@ -1,7 +1,6 @@
 """What a task is: a name, a kind (see task_kinds.py), its label names and where its data comes from.
 
-`BUILTIN_TASKS` is the one registry of tasks by name: the CLI, the notebooks and the loaders all read
-it. Adding a task with an existing kind is one entry here and one in TASK_LOADERS (its loader in data.py).
+`BUILTIN_TASKS` is the one registry of tasks by name; a new task of a known kind is an entry there and in TASK_LOADERS.
 """
 from __future__ import annotations
 
@@ -42,7 +41,6 @@ class TaskSpec:
         return len(self.labels)
 
     def load_data(self, data_dir: str | os.PathLike | None = None) -> DatasetDict:
-        """This task's splits: from its own loader, else from the one TASK_LOADERS has for its name."""
         if (load := self.load or TASK_LOADERS.get(self.name)) is None:
             raise ValueError(f"task {self.name!r}: no data loader is known for it (known: {', '.join(TASK_LOADERS)})")
         return load(data_dir)
@@ -56,11 +54,8 @@ class TaskSpec:
 
 TASK_LOADERS = {"ner": load_conll2003, "sentiment": load_sst2, "intent": load_snips_intent}  # by task name
 
-# The built-in tasks, by the name used on the command line.
-BUILTIN_TASKS: dict[str, TaskSpec] = {
-    "ner": TaskSpec("ner", "token", tuple(CONLL_NER_LABELS)),
-    "sentiment": TaskSpec("sentiment", "sentence", tuple(SST2_LABELS)),
-}
+BUILTIN_TASKS: dict[str, TaskSpec] = {"ner": TaskSpec("ner", "token", tuple(CONLL_NER_LABELS)),
+                                      "sentiment": TaskSpec("sentiment", "sentence", tuple(SST2_LABELS))}
 
 # Not built in (the CLI does not train it): the task notebook 05 adds to a trained model.
 SNIPS_INTENT_TASK = TaskSpec("intent", "sentence", tuple(SNIPS_INTENT_LABELS))

@@ -1,10 +1,6 @@
-"""Tokenise once, before training, and pad per batch.
-
-Word labels go on the first subword of each word; the other subwords and the special tokens get
--100, which the loss ignores. A word that is cut by truncation (or that the tokenizer turns into
-no subword at all) keeps no label here; evaluation scores it as "O" and counts it, so nothing
-disappears from the gold data silently.
-"""
+"""Tokenise once, before training, and pad per batch. Word labels go on each word's first subword; other subwords
+and special tokens get -100, which the loss ignores. A word cut by truncation (or with no subword) keeps no
+label here; evaluation scores it as "O" and counts it, so nothing disappears from the gold data silently."""
 from __future__ import annotations
 
 import warnings
@@ -22,12 +18,10 @@ IGNORE_INDEX = -100
 def tokenize_words(tokenizer: PreTrainedTokenizerBase, sentences: list[list[str]], max_length: int,
                    tags: list[list[str]] | None = None, spec=None,
                    word_features: dict[str, Callable[[str], int]] | None = None) -> dict[str, list]:
-    """Tokenise pre-split sentences; align word labels (when given) to first subwords.
-
-    Per sentence also: `labelled_words[k]`, the word whose first subword sits at token position
-    `word_starts[k]`; `num_words`; `words_kept`, the words before the max_length cut; and per token, for
-    each of `word_features` (name: function of a word), the value of the token's word (0 at special tokens).
-    """
+    """Tokenise pre-split sentences; align word labels (when given) to first subwords. Per sentence also:
+    `labelled_words[k]`, the word whose first subword is at token position `word_starts[k]`; `num_words`;
+    `words_kept` (before the max_length cut); and per token, each of `word_features` (name: function of a
+    word) for the token's word (0 at special tokens)."""
     word_features = word_features or {}
     for i, words in enumerate(sentences):
         if tags is not None and len(words) != len(tags[i]):
@@ -45,8 +39,7 @@ def tokenize_words(tokenizer: PreTrainedTokenizerBase, sentences: list[list[str]
         labels = [IGNORE_INDEX] * len(word_ids)
         for position, word in zip(starts, labelled if tags is not None else []):
             labels[position] = spec.label_id(tags[i][word])
-        # Truncation cuts the words after the last one it kept; a word with no subword at all
-        # (e.g. a lone control character) is not "cut".
+        # Truncation cuts the words after the last one kept; a word with no subword at all is not "cut".
         kept = labelled[-1] + 1 if encoded.encodings[i].overflowing and labelled else len(words)
         cut += len(words) - kept
         empty += kept - sum(word < kept for word in labelled)
@@ -63,8 +56,7 @@ def tokenize_sentences(tokenizer: PreTrainedTokenizerBase, texts: list[str], max
                        name: str = "sentences") -> dict[str, list]:
     """Token ids of whole sentences, truncated to max_length (with a warning that counts the cut ones)."""
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
-    n_cut = sum(bool(e.overflowing) for e in encoded.encodings)
-    if n_cut:
+    if n_cut := sum(bool(e.overflowing) for e in encoded.encodings):
         warnings.warn(f"{name}: {n_cut} sentence(s) truncated to {max_length} tokens", stacklevel=3)
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
@@ -77,9 +69,8 @@ def tokenize_split(split: Dataset, spec, tokenizer: PreTrainedTokenizerBase, max
 
 
 def pad_batch(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Dynamic padding, to the longest sequence in this batch: every per-token column (a list per example)
-    is padded, input_ids with the pad token, labels with IGNORE_INDEX (the loss skips it), any other with 0;
-    a column of one value per example (a sentence's label) is stacked."""
+    """Pad every per-token column (a list per example) to the batch's longest: input_ids with the pad token,
+    labels with IGNORE_INDEX, any other with 0; a column of one value per example is stacked."""
     longest = max(len(e["input_ids"]) for e in examples)
     fill = {"input_ids": pad_token_id, "labels": IGNORE_INDEX}
     return {key: torch.tensor([e[key] + [fill.get(key, 0)] * (longest - len(e[key])) if isinstance(e[key], list)

@@ -2,13 +2,10 @@
 
     python -m mtl_utils.train                          # defaults: NER + sentiment on real data
     python -m mtl_utils.train --max-train-samples 500 --epochs 1 --quiet
-    accelerate launch -m mtl_utils.train ...           # several GPUs
-    torchrun --nproc_per_node N -m mtl_utils.train ... # N processes (GPUs, or CPUs with gloo)
+    torchrun --nproc_per_node N -m mtl_utils.train ... # N processes (GPUs, or CPUs with gloo); or accelerate launch
     python -m mtl_utils.train --resume runs/default    # after a kill: on from the last checkpoint
 
-Writes <output-dir>/metrics.json (held-out metrics per task), history.json and the saved model
-(with several processes, the main process alone writes them).
-"""
+Writes <output-dir>/metrics.json (held-out metrics per task), history.json and model/ (the main process alone)."""
 from __future__ import annotations
 
 import argparse
@@ -34,8 +31,7 @@ from .tasks import BUILTIN_TASKS, get_task
 from .training import TrainConfig, check_trainable, summarize, train
 
 def parse_caps(text: str | None, tasks: list[str], option: str = "--max-train-samples") -> dict[str, int]:
-    """'5000' caps every training task; 'ner=5000,sentiment=20000' caps each one; '' or 'all' caps none.
-    A built-in task that is not being trained is ignored (so defaults work with --tasks ner alone)."""
+    """'N' caps every task, 'ner=N,...' each one, '' or 'all' none; untrained tasks are ignored (defaults name them)."""
     if not text or text == "all":
         return {}
     caps = {}
@@ -66,14 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# Settings a resumed run may change (`--resume DIR --skip-nonfinite`, after a NaN stopped it): they
-# change how the run survives faults, not what it computes. Every other option comes from args.json.
+# What a resumed run may change (`--resume DIR --skip-nonfinite` after a NaN): how it survives faults, not its result.
 RESUME_OVERRIDES = ("skip_nonfinite", "checkpoint_every", "keep_checkpoints", "quiet")
 
 
 def resumed_args(given: argparse.Namespace, saved: dict, parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """The arguments of a resumed run: those saved in its args.json (the defaults for options added
-    since), with RESUME_OVERRIDES taken from the command line where given there."""
+    """Those saved in args.json (defaults for options added since), with RESUME_OVERRIDES from the command line."""
     defaults = vars(parser.parse_args([]))
     args = argparse.Namespace(**(defaults | saved))
     for name in RESUME_OVERRIDES:
@@ -83,21 +77,15 @@ def resumed_args(given: argparse.Namespace, saved: dict, parser: argparse.Argume
     return args
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command's arguments; with --resume, those of the interrupted run (see resumed_args)."""
+def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.resume:
+    if args.resume:  # then the interrupted run's arguments (see resumed_args)
         saved = Path(args.resume) / "args.json"
         if not saved.is_file():
             raise FileNotFoundError(f"--resume {args.resume}: {saved.name} not found there; "
                                     "is it the --output-dir of an earlier `python -m mtl_utils.train` run?")
         args = resumed_args(args, json.loads(saved.read_text()), parser)
-    return args
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
     task_names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     specs = [get_task(name) for name in task_names]
     caps = parse_caps(args.max_train_samples, task_names)
@@ -107,8 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_config = settings_from(args, ModelConfig)
     model_config.routes()
     resolve_data_dir(args.data_dir)
-    # One process, or one of several (torchrun, accelerate launch): then only the main one writes files (args.json
-    # here, checkpoints and history.json in train(), metrics.json and model/ below) and prints; all of them train.
+    # With several processes (torchrun, accelerate launch) all train, but only the main one prints and writes files.
     state = distributed_state()
     log = print if state.is_main_process else (lambda *values, **kwargs: None)
     accelerate_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
@@ -137,9 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{name} {len(sets[task][0]):,}" for name, sets in data.held_out.items() if task in sets))
     history = train(model, data.train_features, data.held_out.get("validation", {}), config, data.stsb_pairs,
                     args.output_dir, resume=bool(args.resume))
-
-    # The main process alone scores the test splits (every process has the same weights); the others
-    # wait in the broadcast, and every process returns the same metrics.
+    # The main process alone scores the test splits (all have the same weights); the others wait in the broadcast.
     metrics = {"command": "python -m mtl_utils.train " + " ".join(argv if argv is not None else sys.argv[1:]),
                "arguments": vars(args)}
     if state.is_main_process:
@@ -166,15 +151,13 @@ def final_metrics(model: MultiTaskModel, data: PreparedTasks, history: dict, pro
     return {"tasks": tasks, **({} if data.stsb_pairs is None else {"stsb_spearman": last["stsb_spearman"]}),
             "train_seconds": sum(e["train_seconds"] for e in history["epochs"]),
             "total_seconds": time.perf_counter() - started,
-            "train_examples": {task: len(f["input_ids"]) for task, f in data.train_features.items()},
-            "processes": processes}
+            "train_examples": {t: len(f["input_ids"]) for t, f in data.train_features.items()}, "processes": processes}
 
 
 if __name__ == "__main__":
     try:
         main()
     except (ValueError, FileNotFoundError, DataUnavailableError, NonFiniteLossError) as err:
-        # Bad input, a NaN loss, a checkpoint that cannot be written or read (CheckpointError is a
-        # ValueError): one clear line, not a traceback through torch.
+        # Bad input, a NaN loss, an unusable checkpoint (CheckpointError is a ValueError): one line, no traceback.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -1,9 +1,7 @@
 """The multi-task training loop, every step visible: sample a task's batch, one forward, backward, step.
 
-`train()` reads top to bottom: set-up, then per epoch a loop whose body is `training_step` and a few
-one-line calls. What would obscure it lives in modules named after it: checkpointing.py (the
-checkpoint protocol and the resume position), nonfinite.py (a NaN loss), distributed.py (several
-processes), precision.py (autocast), feature_cache.py and distillation.py (what a batch carries).
+`train()` reads top to bottom: set-up, then per epoch a loop of `training_step` and a few one-line
+calls into modules named after what they do: checkpointing, nonfinite, distributed, precision.
 """
 from __future__ import annotations
 
@@ -46,25 +44,20 @@ class TrainConfig:
     max_grad_norm: float = setting(1.0, "gradient clipping (0 = off)")
     sampler: str = setting("proportional", "task schedule: proportional, temperature or round_robin")
     temperature: float = setting(2.0, "temperature of the 'temperature' schedule")
-    examples_per_epoch: dict[str, int] | None = setting(
-        None, "per-task examples per epoch, a new slice each epoch: N or TASK=N,...; 'all' = every example",
-        cli_default="sentiment=22450")  # 3 x 22,450 covers SST-2's 67,349 once
+    examples_per_epoch: dict[str, int] | None = setting(  # 3 x 22,450 covers SST-2's 67,349 once
+        None, "per-task examples per epoch (a new slice each time): N or TASK=N,...", cli_default="sentiment=22450")
     seed: int = setting(42, "seed of heads, dropout, sampling and subsets")
-    # The CLI's auto (bf16 where the hardware has it: README); the library stays fp32, so that the
-    # notebooks and tests give the same numbers on every machine.
-    mixed_precision: str = setting("no", "no, bf16 (GPUs from Ampere on; CPUs with bf16 units, else fp32 "
-                                         "with a warning), fp16 (GPU) or auto (bf16 where fast, else no)",
-                                   cli_default="auto")
+    # The library stays fp32, so that the notebooks and tests give the same numbers on every machine.
+    mixed_precision: str = setting("no", "no, bf16 (GPUs from Ampere on; CPUs with bf16 units, else fp32), fp16 "
+                                         "(GPU) or auto (bf16 where fast, else no)", cli_default="auto")
     eval_batch_size: int = setting(128, "sentences per evaluation batch")
     evaluate_every_epoch: bool = setting(True, "evaluate after every epoch (else only after the last)")
     cache_frozen_backbone: bool = setting(True, "frozen backbone: encode the training set once (feature_cache.py)")
-    # A kill should cost a run at most a couple of minutes of work, and checkpoints (MiniLM's weights +
-    # AdamW moments, ~260 MB) a few percent of its time: the Performance page has the measurements.
     checkpoint_every: int = setting(100, "with an output dir: also checkpoint every N steps inside an epoch "
-                                         "(0 = only after each epoch)")
+                                         "(0 = only after each epoch)")  # why 100: README, Resume
     keep_checkpoints: int = setting(1, "checkpoints kept in <output-dir>/checkpoint (the latest K)")
-    skip_nonfinite: bool = setting(False, "skip a batch whose loss is NaN or infinite (no optimizer step; counted "
-                                          "in history['skipped_nonfinite']) instead of stopping")
+    skip_nonfinite: bool = setting(False, "skip a batch whose loss is NaN or infinite (recorded in history) "
+                                          "instead of stopping")
     keep_embeddings: float = setting(0.0, "distillation weight lambda: pull every training sentence's pooled "
                                           "vector towards the one the encoder gave before training (0 = off)")
     keep_distance: str = setting("cosine", "distillation distance: cosine (1 - cos) or mse")
@@ -80,9 +73,6 @@ class TrainConfig:
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ValueError(f"checkpoint every {self.checkpoint_every} steps (>= 0, 0 = at epoch ends only) and "
                              f"keep {self.keep_checkpoints} checkpoints (>= 1): out of range")
-
-
-FP32 = MixedPrecision()  # no autocast, no loss scaling
 
 
 class TaskExamples(torch.utils.data.Dataset):
@@ -168,7 +158,7 @@ def training_step(model: torch.nn.Module, task: str, batch: dict[str, torch.Tens
     """One step on one task's batch: forward (under autocast), the task loss (+ lambda x the distance to
     the teacher's sentence vectors, distillation.py), backward, clip, AdamW, schedule. Returns the
     forward's outputs with "loss" (and "keep"); {"skipped": objective} if it was not finite anywhere."""
-    precision = precision or FP32
+    precision = precision or MixedPrecision()
     with precision.autocast():
         out = model(task, **batch, sentence_vectors=teacher is not None)
     objective = out["loss"]
@@ -191,19 +181,19 @@ def training_step(model: torch.nn.Module, task: str, batch: dict[str, torch.Tens
 
 
 class TrainingData:
-    """What the loop's batches are made of: tokenised examples, or, with a frozen backbone, its cached
-    features (feature_cache.py); with distillation, the teacher's sentence vectors (distillation.py)."""
+    """What batches are made of: tokenised examples, or a frozen backbone's cached features
+    (feature_cache.py); with distillation, the teacher's sentence vectors (distillation.py)."""
 
     def __init__(self, model: MultiTaskModel, features: dict[str, dict[str, list]], config: TrainConfig,
                  precision: MixedPrecision):
         self.tasks, self.kinds = list(features), {task: model.tasks[task].task_kind for task in features}
         self.pad_id, self.frozen = model.encoder.tokenizer.pad_token_id, backbone_is_frozen(model)
-        self.cached = self.frozen and config.cache_frozen_backbone
+        self.cached, batch = self.frozen and config.cache_frozen_backbone, config.eval_batch_size
         self.config, self.cache_seconds, self.teacher_seconds, self.teachers = config, 0.0, 0.0, None
         start = time.perf_counter()
         if self.cached:  # every process caches the whole training set: its batches change every epoch
             with precision.autocast():
-                cache = {task: cache_head_inputs(model, task, f, config.eval_batch_size) for task, f in features.items()}
+                cache = {task: cache_head_inputs(model, task, f, batch) for task, f in features.items()}
             self.dataset = CachedExamples(cache, features, self.kinds)  # keeps what the heads read
             self.cache_seconds = time.perf_counter() - start
         else:
@@ -213,7 +203,7 @@ class TrainingData:
                 raise ValueError("keep_embeddings: the encoder is frozen, so its vectors cannot drift; set it to 0")
             start = time.perf_counter()
             with precision.autocast():
-                self.teachers = {task: teacher_vectors(model, f, config.eval_batch_size) for task, f in features.items()}
+                self.teachers = {task: teacher_vectors(model, f, batch) for task, f in features.items()}
             self.teacher_seconds = time.perf_counter() - start
 
     def collate(self, task: str, examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -235,8 +225,7 @@ class TrainingData:
 
 def log_step(history: dict, out: dict, task: str, rows: list[int], position: Position, scheduler,
              accelerator, task_names: list[str]) -> int:
-    """Append the step's entry ("loss" is the task's loss alone, "keep" the distillation distance);
-    returns the sentences every process trained on."""
+    """Log the step ("loss": the task's alone, "keep": distillation's); returns every process's sentences."""
     entry = {"step": position.step, "epoch": position.epoch + 1, "task": task, "loss": out["loss"].item(),
              "lr": scheduler.get_last_lr()[-1]}
     if "keep" in out:
@@ -248,8 +237,7 @@ def log_step(history: dict, out: dict, task: str, rows: list[int], position: Pos
 
 def end_of_epoch(model: MultiTaskModel, position: Position, epoch: int, eval_sets: dict, stsb_pairs: Dataset | None,
                  config: TrainConfig, accelerator) -> dict:
-    """The epoch's record: time, throughput and (by the main process, on the whole held-out sets: every
-    process holds the same weights) held-out metrics, the same record in every process."""
+    """The epoch's time, throughput and held-out metrics (by the main process, on the whole sets)."""
     seconds = time.perf_counter() - position.started
     record = {"epoch": epoch + 1, "train_seconds": seconds, "sentences_per_second": position.sentences / seconds}
     if config.evaluate_every_epoch or epoch + 1 == config.epochs:
@@ -264,9 +252,7 @@ def end_of_epoch(model: MultiTaskModel, position: Position, epoch: int, eval_set
 
 
 def check_trainable(model: MultiTaskModel, tasks: list[str] | None = None) -> None:
-    """A clear error, before any work, when freezing has left nothing to train (AdamW would fail inside
-    torch), or nothing for one of `tasks` (its loss would have no gradient: its head and the whole
-    encoder are frozen)."""
+    """A clear error, before any work, when freezing leaves nothing to train, or nothing for one of `tasks`."""
     scenario = getattr(model, "freeze", None) or "every parameter"
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"freezing {scenario!r} leaves no trainable parameter: nothing to "
@@ -279,9 +265,8 @@ def check_trainable(model: MultiTaskModel, tasks: list[str] | None = None) -> No
 
 
 def make_adamw(groups: list[dict], lr: float) -> torch.optim.AdamW:
-    """torch's AdamW, fused into one kernel where this torch supports it for these parameters: the
-    per-tensor loop, torch's default on CPU, is a large part of a training step for MiniLM's 22.6M
-    parameters (half of them in the word embeddings); the fused kernel is much cheaper."""
+    """torch's AdamW, fused into one kernel where this torch can: its per-tensor loop, the CPU default,
+    is a large part of a step for MiniLM's 22.6M parameters (half of them word embeddings)."""
     try:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError):
