@@ -77,13 +77,13 @@ BENCHMARKS = [
 
 
 def hardware(entry: dict) -> str:
-    """The machine of one entry. The first benchmarks did not record their CPU: it was the 2-core Intel
-    Xeon with AVX-512 (and bf16 units) of those days; later entries name theirs."""
+    """The machine of one entry, by the label the book's provenance page defines (the CPUs are named
+    there, not in the chapters). The first benchmarks did not record their CPU: machine A."""
     if "cpu" not in entry:
-        return f"2-core Intel Xeon (AVX-512), torch threads {entry.get('torch_threads', 2)}, no GPU"
-    bf16 = "fast bf16" if entry["cpu_fast_bf16"] else "no fast bf16"
-    return (f"{entry['cores']}-core {entry['cpu']} ({entry['cpu_capability']}, {bf16}), torch {entry['torch']} "
-            f"threads {entry['torch_threads']}, {'GPU' if entry['device'] == 'cuda' else 'no GPU'}, {entry['date']}")
+        return f"machine A, 2 cores, torch threads {entry.get('torch_threads', 2)}, no GPU"
+    label = "C" if entry["cpu_fast_bf16"] else "B"
+    return (f"machine {label}, {entry['cores']} cores, torch {entry['torch']} threads {entry['torch_threads']}, "
+            f"{'GPU' if entry['device'] == 'cuda' else 'no GPU'}, {entry['date']}")
 
 
 def table(results: dict) -> str:

@@ -104,3 +104,19 @@ def test_every_repository_url_is_the_configured_one(path):
     assert not others, (f"{path.name} links to {others}; the configured repository is {REPO_URL} "
                         f"(branch {BRANCH}): run book/sync_repository_url.py after changing it, "
                         "and cite other repositories in book/references.bib")
+
+
+# The story names no machine, instruction set, commit or past bug: those live on the provenance page.
+STORY_ONLY = re.compile(r"\b(AVX[\w-]*|EPYC|Xeon|bug|before the fix|[0-9a-f]{7,40})\b")
+STORY_PAGES = [p for p in sorted((ROOT / "book").glob("*.md"))
+               if p.name not in ("provenance.md", "glossary.md", "references.md")] + NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", STORY_PAGES, ids=lambda p: p.name)
+def test_the_story_names_no_machine_commit_or_past_bug(path):
+    if path.suffix == ".ipynb":
+        text = "\n".join("".join(c["source"]) for c in load(path)["cells"] if c["cell_type"] == "markdown")
+    else:
+        text = path.read_text(encoding="utf-8")
+    found = sorted({m.group(0) for m in STORY_ONLY.finditer(text)})
+    assert not found, f"{path.name} names {found}: machines, commits and bug histories go on book/provenance.md"
