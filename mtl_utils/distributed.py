@@ -37,7 +37,7 @@ def make_accelerator() -> Accelerator:
     """Accelerate for placement, DDP and sharding; mixed precision is the step's own autocast (precision.py)."""
     # find_unused_parameters: in one step, processes may run batches of different tasks (other heads,
     # routed layers without gradients); DDP then reduces zeros for the parameters a process did not use.
-    return Accelerator(cpu=cpu_processes(),
+    return Accelerator(mixed_precision="no", cpu=cpu_processes(),  # not `accelerate launch`'s: ours
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 

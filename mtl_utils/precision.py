@@ -31,7 +31,7 @@ def cpu_bf16_is_fast() -> bool:
     """Whether a bf16 matrix product runs faster than an fp32 one on this CPU: CPUs with bf16 units
     (AVX512-BF16, AMX) run it about twice as fast, the others emulate it, far slower (Performance page).
     oneDNN's own check answers first where torch has it; a timing of a few ms confirms the speed."""
-    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)  # private: no public check exists
     if supported is not None and not supported():
         return False
     return matmul_seconds(torch.bfloat16) < matmul_seconds(torch.float32)
@@ -58,7 +58,7 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> str:
     if requested == "auto":
         return "bf16" if bf16_is_fast(device) else "no"
     if requested == "bf16" and device.type == "cpu" and not cpu_bf16_is_fast():
-        logger.warning("bf16: this CPU has no fast bf16 units (AVX512-BF16, AMX); training in fp32")
+        logger.warning("bf16: this CPU has no fast bf16 units; training in fp32")
         return "no"
     if requested == "fp16" and device.type != "cuda":  # what Accelerate did silently
         logger.warning("fp16: mixed precision in fp16 needs a GPU; training in fp32")

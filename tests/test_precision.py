@@ -106,3 +106,13 @@ def test_one_process_can_train_in_bf16_then_in_fp32(monkeypatch):
                         TrainConfig(epochs=1, batch_size=16, quiet=True, mixed_precision=requested))
         used.append((history["mixed_precision"], set(seen)))
     assert used == [("bf16", {torch.bfloat16}), ("no", {torch.float32}), ("bf16", {torch.bfloat16})]
+
+
+def test_accelerate_launchs_mixed_precision_does_not_add_its_own_autocast(monkeypatch):
+    """`accelerate launch --mixed_precision bf16` sets ACCELERATE_MIXED_PRECISION; the command's own
+    --mixed-precision decides (here fp32), so no second autocast wraps the forward."""
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    model, features = model_and_features()
+    seen = linear_output_dtypes(model)
+    train(model, {"ner": features["ner"]}, {}, TrainConfig(epochs=1, batch_size=16, quiet=True))
+    assert set(seen) == {torch.float32}
