@@ -162,6 +162,27 @@ def freezing_llrd() -> plt.Figure:
 
 
 FROZEN, TEACHER = "#bfbfbf", "#efe3f7"
+# The three panels as boxes (x, y, width, height, text, colour, font size) and arrows, in inches.
+KEEPING_BOXES = [
+    # LoRA: x -> W (frozen) and x -> A -> B, summed
+    (0.2, 2.55, 2.5, 0.45, "x (token states in)", DATA, 10), (0.2, 1.45, 1.1, 0.7, "W\nfrozen", FROZEN, 10),
+    (1.6, 1.9, 1.1, 0.4, "A (r x in)", SHARED, 10), (1.6, 1.3, 1.1, 0.4, "B = 0 at start", SHARED, 9),
+    (0.2, 0.3, 2.5, 0.55, "W x + (alpha / r) B A x", SHARED, 10),
+    # distillation: teacher vectors once, student every step
+    (3.2, 2.45, 1.25, 0.6, "encoder before\ntraining (once)", TEACHER, 9.5),
+    (4.6, 2.45, 1.25, 0.6, "encoder now\n(every step)", SHARED, 9.5),
+    (3.2, 1.5, 1.25, 0.5, "teacher vector t", TEACHER, 9.5), (4.6, 1.5, 1.25, 0.5, "student vector s", SHARED, 9.5),
+    (3.2, 0.3, 2.65, 0.65, "task loss\n+ lambda (1 - cos(s, t))", SHARED, 10),
+    # interpolation: a slider between the two weight sets
+    (6.2, 2.45, 1.2, 0.6, "pretrained\nweights", TEACHER, 9.5),
+    (7.6, 2.45, 1.2, 0.6, "fine-tuned\nweights", SHARED, 9.5),
+    (6.2, 1.35, 2.6, 0.6, "(1 - a) pretrained + a fine-tuned\na = 0 ... 1, no training", DATA, 9.5),
+    (6.2, 0.3, 2.6, 0.65, "heads: the fine-tuned ones\n(evaluations only)", SENTENCE, 9.5),
+]
+KEEPING_ARROWS = [((0.75, 2.55), (0.75, 2.15)), ((2.15, 2.55), (2.15, 2.3)), ((2.15, 1.9), (2.15, 1.7)),
+                  ((0.75, 1.45), (0.75, 0.85)), ((2.15, 1.3), (2.15, 0.85)), ((3.82, 2.45), (3.82, 2.0)),
+                  ((5.22, 2.45), (5.22, 2.0)), ((3.82, 1.5), (4.2, 0.95)), ((5.22, 1.5), (4.85, 0.95)),
+                  ((6.8, 2.45), (7.2, 1.95)), ((8.2, 2.45), (7.8, 1.95)), ((7.5, 1.35), (7.5, 0.95))]
 
 
 def keeping() -> plt.Figure:
@@ -173,30 +194,9 @@ def keeping() -> plt.Figure:
               "interpolation\nmix the weights after training"]
     for x, title in zip((0.05, 3.05, 6.05), titles):
         ax.text(x + 1.45, 3.3, title, ha="center", va="center", fontsize=10, weight="bold")
-    # LoRA: x -> W (frozen) and x -> A -> B, summed
-    box(ax, 0.2, 2.55, 2.5, 0.45, "x (token states in)", DATA, size=10)
-    box(ax, 0.2, 1.45, 1.1, 0.7, "W\nfrozen", FROZEN, size=10)
-    box(ax, 1.6, 1.9, 1.1, 0.4, "A (r x in)", SHARED, size=10)
-    box(ax, 1.6, 1.3, 1.1, 0.4, "B = 0 at start", SHARED, size=9)
-    box(ax, 0.2, 0.3, 2.5, 0.55, "W x + (alpha / r) B A x", SHARED, size=10)
-    for start, end in [((0.75, 2.55), (0.75, 2.15)), ((2.15, 2.55), (2.15, 2.3)), ((2.15, 1.9), (2.15, 1.7)),
-                       ((0.75, 1.45), (0.75, 0.85)), ((2.15, 1.3), (2.15, 0.85))]:
-        arrow(ax, start, end)
-    # distillation: teacher vectors once, student every step
-    box(ax, 3.2, 2.45, 1.25, 0.6, "encoder before\ntraining (once)", TEACHER, size=9.5)
-    box(ax, 4.6, 2.45, 1.25, 0.6, "encoder now\n(every step)", SHARED, size=9.5)
-    box(ax, 3.2, 1.5, 1.25, 0.5, "teacher vector t", TEACHER, size=9.5)
-    box(ax, 4.6, 1.5, 1.25, 0.5, "student vector s", SHARED, size=9.5)
-    box(ax, 3.2, 0.3, 2.65, 0.65, "task loss\n+ lambda (1 - cos(s, t))", SHARED, size=10)
-    for start, end in [((3.82, 2.45), (3.82, 2.0)), ((5.22, 2.45), (5.22, 2.0)), ((3.82, 1.5), (4.2, 0.95)),
-                       ((5.22, 1.5), (4.85, 0.95))]:
-        arrow(ax, start, end)
-    # interpolation: a slider between the two weight sets
-    box(ax, 6.2, 2.45, 1.2, 0.6, "pretrained\nweights", TEACHER, size=9.5)
-    box(ax, 7.6, 2.45, 1.2, 0.6, "fine-tuned\nweights", SHARED, size=9.5)
-    box(ax, 6.2, 1.35, 2.6, 0.6, "(1 - a) pretrained + a fine-tuned\na = 0 ... 1, no training", DATA, size=9.5)
-    box(ax, 6.2, 0.3, 2.6, 0.65, "heads: the fine-tuned ones\n(evaluations only)", SENTENCE, size=9.5)
-    for start, end in [((6.8, 2.45), (7.2, 1.95)), ((8.2, 2.45), (7.8, 1.95)), ((7.5, 1.35), (7.5, 0.95))]:
+    for x, y, width, height, text, colour, size in KEEPING_BOXES:
+        box(ax, x, y, width, height, text, colour, size=size)
+    for start, end in KEEPING_ARROWS:
         arrow(ax, start, end)
     fig.tight_layout(pad=0.2)
     return fig
