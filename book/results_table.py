@@ -26,6 +26,7 @@ FULL = {  # recipe: (command-line options, result folders, the folders timed alo
 }
 SUBSETS = {"full fine-tuning (default)": "full fine-tuning", "distillation": "distil cosine 1",
            "per-task LoRA": "LoRA 16, per task", "interpolation (a = 0.3)": "interpolated a=0.3"}
+SEEDS: dict[str, str] = {}  # filled by full_data_rows
 SETTINGS = {"full fine-tuning (default)": {}, "distillation": {},
             "per-task LoRA": {"lora": 16, "lora_targets": "all", "lora_per_task": True}}
 
@@ -102,11 +103,11 @@ def full_data_rows() -> list[str]:
     rows = []
     for name, (options, folders, timed) in FULL.items():
         runs = [json.loads((ROOT / "results" / f / "metrics.json").read_text()) for f in folders]
-        seeds = ", ".join(str(r["arguments"]["seed"]) + (" again" if f.endswith("rerun") else "")
-                          for r, f in zip(runs, folders))
+        SEEDS[name] = ", ".join(str(r["arguments"]["seed"]) + (" again" if f.endswith("rerun") else "")
+                                for r, f in zip(runs, folders))
         minutes = ", ".join(f"{json.loads((ROOT / 'results' / f / 'metrics.json').read_text())['total_seconds'] / 60:.1f}"
                             for f in timed)
-        rows.append(f"| {name} | {len(runs)} ({seeds}) "
+        rows.append(f"| {name}, {len(runs)} runs "
                     f"| {mean_std([r['tasks']['ner']['test']['f1'] for r in runs], 4)} "
                     f"| {mean_std([r['tasks']['sentiment']['validation']['accuracy'] for r in runs], 4)} "
                     f"| {mean_std([r['stsb_spearman'] for r in runs], 3)} | {minutes} "
@@ -119,7 +120,7 @@ def subset_rows() -> list[str]:
     rows = []
     for name, recipe in SUBSETS.items():
         runs = [r for r in retention["rows"] if r["name"] == recipe]
-        rows.append(f"| {name} | {len(runs)} ({', '.join(str(r['seed']) for r in runs)}) "
+        rows.append(f"| {name} | {len(runs)} "
                     f"| {mean_std([r['ner_f1'] for r in runs], 3)} "
                     f"| {mean_std([r['sentiment_accuracy'] for r in runs], 3)} "
                     f"| {mean_std([r['stsb_spearman'] for r in runs], 3)} |")
@@ -130,13 +131,15 @@ def render() -> str:
     lines = ["<!-- Written by book/results_table.py from results/; do not edit. -->", "",
              "**Full data** (all 14,041 CoNLL-2003 and 67,349 SST-2 training sentences, three epochs; fp32; "
              "mean ± standard deviation over the runs):", "",
-             "| recipe | runs (seeds) | CoNLL-2003 test F1 | SST-2 accuracy | STS-B | minutes | trainable |",
-             "|---|---|---:|---:|---:|---:|---:|", *full_data_rows(), "",
+             "| recipe | NER test F1 | SST-2 acc. | STS-B | min | trained |",
+             "|---|---:|---:|---:|---:|---:|", *full_data_rows(), "",
              "Each is `python -m mtl_utils.train --mixed-precision no` with " + "; ".join(
-                 f"{name}: {options or 'no other option'}" for name, (options, _, _) in FULL.items()) + ".", "",
+                 f"{name}: {options or 'no other option'}" for name, (options, _, _) in FULL.items()) + ". Seeds: "
+             + "; ".join(f"{name} {seeds}" for name, seeds in SEEDS.items()) + ". NER: CoNLL-2003 strict entity "
+             "F1; min: minutes of a whole run; trained: trainable parameters.", "",
              "Interpolation has not been run on the full data. **Notebook 6's subsets** (4,000 + 4,000 training "
-             "sentences, one epoch, validation sets) compare all four:", "",
-             "| recipe | runs (seeds) | CoNLL-2003 validation F1 | SST-2 accuracy | STS-B |",
+             "sentences, one epoch, validation sets; seeds 1, 2 and 3) compare all four:", "",
+             "| recipe | runs | NER validation F1 | SST-2 acc. | STS-B |",
              "|---|---|---:|---:|---:|", *subset_rows(), "",
              "| you need | use | because |", "|---|---|---|", *decision_rows(), "",
              "STS-B: Spearman correlation of the encoder's cosine similarities with human scores on the 1,500 "
