@@ -26,7 +26,6 @@ FULL = {  # recipe: (command-line options, result folders, the folders timed alo
 }
 SUBSETS = {"full fine-tuning (default)": "full fine-tuning", "distillation": "distil cosine 1",
            "per-task LoRA": "LoRA 16, per task", "interpolation (a = 0.3)": "interpolated a=0.3"}
-SEEDS: dict[str, str] = {}  # filled by full_data_rows
 SETTINGS = {"full fine-tuning (default)": {}, "distillation": {},
             "per-task LoRA": {"lora": 16, "lora_targets": "all", "lora_per_task": True}}
 
@@ -99,12 +98,17 @@ def decision_rows() -> list[str]:
     ]
 
 
+def seeds(folders: list[str]) -> str:
+    """The runs' seeds; a second run of a seed says so."""
+    runs = [json.loads((ROOT / "results" / f / "metrics.json").read_text()) for f in folders]
+    return ", ".join(str(r["arguments"]["seed"]) + (" again" if f.endswith("rerun") else "")
+                     for r, f in zip(runs, folders))
+
+
 def full_data_rows() -> list[str]:
     rows = []
     for name, (options, folders, timed) in FULL.items():
         runs = [json.loads((ROOT / "results" / f / "metrics.json").read_text()) for f in folders]
-        SEEDS[name] = ", ".join(str(r["arguments"]["seed"]) + (" again" if f.endswith("rerun") else "")
-                                for r, f in zip(runs, folders))
         minutes = ", ".join(f"{json.loads((ROOT / 'results' / f / 'metrics.json').read_text())['total_seconds'] / 60:.1f}"
                             for f in timed)
         rows.append(f"| {name}, {len(runs)} runs "
@@ -135,7 +139,7 @@ def render() -> str:
              "|---|---:|---:|---:|---:|---:|", *full_data_rows(), "",
              "Each is `python -m mtl_utils.train --mixed-precision no` with " + "; ".join(
                  f"{name}: {options or 'no other option'}" for name, (options, _, _) in FULL.items()) + ". Seeds: "
-             + "; ".join(f"{name} {seeds}" for name, seeds in SEEDS.items()) + ". NER: CoNLL-2003 strict entity "
+             + "; ".join(f"{name} {seeds(folders)}" for name, (_, folders, _) in FULL.items()) + ". NER: CoNLL-2003 strict entity "
              "F1; min: minutes of a whole run; trained: trainable parameters.", "",
              "Interpolation has not been run on the full data. **Notebook 6's subsets** (4,000 + 4,000 training "
              "sentences, one epoch, validation sets; seeds 1, 2 and 3) compare all four:", "",
