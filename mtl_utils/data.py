@@ -61,9 +61,10 @@ def _read_lines(path: str | os.PathLike) -> list[str]:
 def read_conll(path: str | os.PathLike, labels: list[str] = CONLL_NER_LABELS, tag_column: int = 3) -> dict[str, list]:
     """Parse a CoNLL-2003 file (`token POS chunk NER` per line, blank lines between sentences, `-DOCSTART-`
     between documents). Every line needs as many columns as the first, and a tag in `labels`; tags are kept as
-    written (an I- tag after O is not repaired: strict seqeval scoring treats it as the start of an entity)."""
-    sentences, tags = [], []  # per sentence: its words, its tags
-    words, word_tags = [], []  # the sentence being read
+    written (an I- tag after O is not repaired: strict seqeval scoring treats it as the start of an entity).
+    `document`: each sentence's document, counted from 0 (-1 before the file's first -DOCSTART-)."""
+    sentences, tags, documents = [], [], []  # per sentence: its words, its tags, its document
+    words, word_tags, document = [], [], -1  # the sentence being read
     n_columns, label_set = None, set(labels)
     # A final blank line ends the last sentence even in a file that does not end with one.
     for number, line in enumerate(_read_lines(path) + [""], start=1):
@@ -71,10 +72,12 @@ def read_conll(path: str | os.PathLike, labels: list[str] = CONLL_NER_LABELS, ta
             if words:
                 sentences.append(words)
                 tags.append(word_tags)
+                documents.append(document)
                 words, word_tags = [], []
             continue
         columns = line.split()
         if columns[0] == "-DOCSTART-":
+            document += 1
             continue
         if n_columns is None:
             n_columns = len(columns)
@@ -89,7 +92,7 @@ def read_conll(path: str | os.PathLike, labels: list[str] = CONLL_NER_LABELS, ta
         word_tags.append(tag)
     if not sentences:
         raise DataFormatError(f"{path}: no sentences found (empty dataset)")
-    return {"tokens": sentences, "tags": tags}
+    return {"tokens": sentences, "tags": tags, "document": documents}
 
 
 def read_sst2_tsv(path: str | os.PathLike, labels: list[str] = SST2_LABELS) -> dict[str, list]:
@@ -223,7 +226,8 @@ def _hub_labels(hub: DatasetDict, dataset: str, splits: tuple[str, ...], column:
 
 
 def load_conll2003(data_dir: str | os.PathLike | None = None) -> DatasetDict:
-    """CoNLL-2003 NER: train / validation / test with string IOB2 tags."""
+    """CoNLL-2003 NER: train / validation / test with string IOB2 tags; from local files also `document` (the Hub
+    copy has no document boundaries)."""
     root, splits = resolve_data_dir(data_dir), ("train", "validation", "test")
     if root is not None:
         return DatasetDict({split: Dataset.from_dict(read_conll(root / "conll2003" / f"{split}.txt")) for split in splits})

@@ -35,3 +35,18 @@ def stsb_spearman(encoder: SentenceEncoder, pairs: Dataset, batch_size: int = 12
     second = torch.as_tensor(encoder.encode(list(pairs["sentence2"]), batch_size=batch_size))
     cosine = torch.nn.functional.cosine_similarity(first, second).tolist()
     return spearman(cosine, list(pairs["score"]))
+
+
+def pair_cosines(vectors: torch.Tensor) -> torch.Tensor:
+    """Cosine of every pair (i < j) of the rows of `vectors`."""
+    unit = torch.nn.functional.normalize(torch.as_tensor(vectors).float(), dim=1)
+    i, j = torch.triu_indices(len(unit), len(unit), offset=1)
+    return (unit[i] * unit[j]).sum(1)
+
+
+@torch.inference_mode()
+def similarity_kept(encoder: SentenceEncoder, texts: list[str], reference_cosines: torch.Tensor) -> float:
+    """STS-B's question asked of unlabelled sentences: Spearman between the encoder's pair cosines of `texts` and
+    a reference's (`pair_cosines` of the pretrained encoder's vectors). 1 = the same ranking of pairs. For
+    choosing settings on a development split without scoring on STS-B, which the book reports."""
+    return spearman(pair_cosines(encoder.encode(texts)).tolist(), reference_cosines.tolist())

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The run's validation data, capped as it was there, and STS-B unless --no-stsb: a = 1 scores as its last epoch.
     data = prepare_tasks(list(model.tasks.values()), model.encoder.tokenizer, model.encoder.max_length,
                          settings.get("data_dir"), ("validation",), max_eval=settings.get("max_eval_samples"),
-                         stsb=not settings.get("no_stsb"))
+                         stsb=not settings.get("no_stsb"), context=model.context_sentences)
     rows = []
     for i in tqdm(range(args.steps), desc="interpolate", disable=args.quiet):
         a = i / (args.steps - 1)

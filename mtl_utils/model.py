@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .backbone import DEFAULT_MODEL, backbone_layout
+from .context import check_context
 from .encoder import SentenceEncoder
 from .freezing import apply_freezing, lower_layers_without_grad, route_task
 from .heads import Head
@@ -38,9 +39,12 @@ class ModelConfig:
     lora_alpha: float = setting(0.0, "LoRA scale numerator alpha (0 = 2 x rank)")
     lora_targets: str = setting("attention", "LoRA on: attention (query, key, value) or all")
     lora_per_task: bool = setting(False, "one LoRA adapter per task (else one shared)")
+    context_sentences: int = setting(0, "token tasks: up to N sentences of the same document on each side, "
+                                        "as input without labels")
 
     def __post_init__(self) -> None:
         check_pooling(self.pooling)
+        check_context(self.context_sentences)
         check_lora(self.lora, self.lora_targets)
         if self.max_length < 2 or not 0 <= self.dropout < 1 or self.word_shape_dim < 0:
             raise ValueError(f"model settings out of range: max_length {self.max_length} (>= 2), dropout "
@@ -73,6 +77,7 @@ class MultiTaskModel(nn.Module):
         self.parts: dict[str, TaskParts] = {}
         self.freeze = "none"  # every freezing scenario applied so far, in order (`record_freezing`)
         self.lora: dict | None = None  # ModelConfig's lora* settings once the backbone has LoRA adapters
+        self.context_sentences = 0  # how its token tasks' data is prepared (context.py): kept with the model
         for spec in tasks:
             self.add_task(spec)
 
@@ -86,6 +91,7 @@ class MultiTaskModel(nn.Module):
         return model.configure(config)
 
     def configure(self, config: ModelConfig) -> "MultiTaskModel":
+        self.context_sentences = config.context_sentences
         apply_freezing(self, config.freeze)
         for task, k in config.routes().items():
             route_task(self, task, k)
@@ -96,7 +102,7 @@ class MultiTaskModel(nn.Module):
         return ModelConfig(backbone=self.encoder.name_or_path, pooling=self.encoder.pooling,
                            max_length=self.encoder.max_length, freeze=self.freeze,
                            route=",".join(f"{t}:{k}" for t, k in self.layer_routing.items()),
-                           **self.head_settings, **(self.lora or {}))
+                           context_sentences=self.context_sentences, **self.head_settings, **(self.lora or {}))
 
     @property
     def tasks(self) -> dict[str, TaskSpec]:

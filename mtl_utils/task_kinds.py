@@ -12,6 +12,7 @@ from datasets import Dataset
 from seqeval.scheme import IOB2, Entities
 from torch import nn
 
+from .context import add_document_context
 from .heads import ClassificationHead, Head
 from .metrics import classification_metrics, entity_metrics
 from .pooling import pool
@@ -55,6 +56,10 @@ class TaskKind:
     example_keys: tuple[str, ...] = ()  # the feature columns `decode` and `describe` read
     # Per-token inputs computed from each token's word, in training and in predict()
     word_features: dict[str, Callable[[str], int]] = {}
+
+    def add_context(self, split: Dataset, sentences: int) -> Dataset:
+        """The split with what `tokenize` reads as context (see context.py); a kind without context: unchanged."""
+        return split
 
     def make_head(self, hidden_size: int, num_labels: int, settings: dict[str, Any]) -> Head:
         """A new head; of the model's head settings (dropout, word_shape_dim) it takes those its type declares."""
@@ -145,8 +150,14 @@ class TokenClassification(TaskKind):
     example_keys = ("labelled_words", "word_starts", "num_words")
 
     def tokenize(self, split, spec, tokenizer, max_length):
-        tags = list(split["tags"])
-        return tokenize_words(tokenizer, list(split["tokens"]), max_length, tags, spec, self.word_features)
+        # Neighbouring sentences (context.add_document_context) go in beside the sentence, without labels.
+        contexts = (list(zip(split["context_before"], split["context_after"]))
+                    if "context_before" in split.column_names else None)
+        return tokenize_words(tokenizer, list(split["tokens"]), max_length, list(split["tags"]), spec,
+                              self.word_features, contexts)
+
+    def add_context(self, split, sentences):
+        return add_document_context(split, sentences)
 
     def head_input(self, token_states, attention_mask, pooling):
         return token_states

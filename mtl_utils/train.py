@@ -21,11 +21,12 @@ from accelerate.utils import broadcast_object_list, set_seed
 
 from .data import DataUnavailableError, resolve_data_dir
 from .distributed import distributed_state
-from .evaluation import evaluate_task
+from .evaluation import evaluate_task, pair_cosines, similarity_kept, stsb_spearman
 from .freezing import format_report, parameter_report
 from .model import ModelConfig, MultiTaskModel
 from .nonfinite import NonFiniteLossError
-from .prepare import PreparedTasks, prepare_tasks
+from .prepare import PreparedTasks, first, prepare_tasks
+from .selection import check_fraction
 from .settings import add_settings, settings_from
 from .tasks import BUILTIN_TASKS, get_task
 from .training import TrainConfig, check_trainable, summarize, train
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-task cap on training examples (a fixed random subset): N for every task, or TASK=N,...")
     p.add_argument("--max-eval-samples", type=int, default=None, help="cap on held-out examples (quick runs only)")
     p.add_argument("--no-stsb", action="store_true", help="skip the STS-B retention probe")
+    p.add_argument("--dev-fraction", type=float, default=None,
+                   help="carve this share of each task's training data as a dev split (whole documents for "
+                        "CoNLL-2003, by label for SST-2) and evaluate on it every epoch; the validation and test "
+                        "sets and STS-B are then scored once, at the end")
+    p.add_argument("--dev-seed", type=int, default=0, help="which dev split (the same for every --seed)")
     p.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the interrupted run whose --output-dir was DIR, with its saved arguments")
     add_settings(p, ModelConfig, "model")
@@ -95,6 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     model_config = settings_from(args, ModelConfig)
     model_config.routes()
     resolve_data_dir(args.data_dir)
+    if args.dev_fraction is not None:
+        check_fraction(args.dev_fraction)
     # With several processes (torchrun, accelerate launch) all train, but only the main one prints and writes files.
     state = distributed_state()
     log = print if state.is_main_process else (lambda *values, **kwargs: None)
@@ -117,38 +125,62 @@ def main(argv: list[str] | None = None) -> dict:
     check_trainable(model, task_names)  # e.g. --freeze all: say so now, not after encoding the training set
     log(format_report(parameter_report(model)))
     data = prepare_tasks(specs, model.encoder.tokenizer, args.max_length, args.data_dir, max_train=caps,
-                         max_eval=args.max_eval_samples, seed=args.seed, stsb=not args.no_stsb)
+                         max_eval=args.max_eval_samples, seed=args.seed, stsb=not args.no_stsb,
+                         context=args.context_sentences, dev_fraction=args.dev_fraction, dev_seed=args.dev_seed)
     for task, split in data.train_splits.items():  # "(N per epoch)" where fewer than all, else every example each epoch
         capped = f" ({per_epoch[task]:,} per epoch)" if per_epoch.get(task, len(split)) < len(split) else ""
         log(f"{task}: {len(split):,} training examples{capped}; held out: " + ", ".join(
             f"{name} {len(sets[task][0]):,}" for name, sets in data.held_out.items() if task in sets))
-    history = train(model, data.train_features, data.held_out.get("validation", {}), config, data.stsb_pairs,
-                    args.output_dir, resume=bool(args.resume))
+    # With a dev split, every epoch is scored on it; the reported sets once, after training (final_metrics).
+    selection = "dev" if args.dev_fraction is not None else "validation"
+    dev_texts, reference = selection_probe(model, data) if selection == "dev" else (None, None)
+    history = train(model, data.train_features, data.held_out.get(selection, {}), config,
+                    data.stsb_pairs if selection == "validation" else None, args.output_dir, resume=bool(args.resume))
     # The main process alone scores the test splits (all have the same weights); the others wait in the broadcast.
     metrics = {"command": "python -m mtl_utils.train " + " ".join(argv if argv is not None else sys.argv[1:]),
                "arguments": vars(args)}
     if state.is_main_process:
-        metrics |= final_metrics(model, data, history, state.num_processes, started)
+        metrics |= final_metrics(model, data, history, state.num_processes, started, selection)
+        if dev_texts is not None:
+            metrics["selection"] |= {"fraction": args.dev_fraction, "seed": args.dev_seed,
+                                     "dev_similarity_kept": similarity_kept(model.encoder, dev_texts, reference),
+                                     "dev_similarity_sentences": len(dev_texts)}
         model.save_pretrained(out / "model")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         for task, splits in metrics["tasks"].items():
             for split_name, m in splits.items():
                 print(f"{task} {split_name}: {summarize({task: m}, model.tasks)}")
+        if "dev_similarity_kept" in metrics["selection"]:
+            print(f"dev similarity kept: {metrics['selection']['dev_similarity_kept']:.4f}")
         if "stsb_spearman" in metrics:
             print(f"STS-B validation Spearman: {metrics['stsb_spearman']:.4f}")
         print(f"wrote {out / 'metrics.json'} and {out / 'model'} ({metrics['total_seconds'] / 60:.1f} min)")
     return broadcast_object_list([metrics])[0]
 
 
-def final_metrics(model: MultiTaskModel, data: PreparedTasks, history: dict, processes: int, started: float) -> dict:
-    """Held-out scores, times and sizes. Validation (and STS-B) as the last epoch's record has them (train()
-    scored the same model on the same sets there); test, where a task has a labelled test split, here."""
+def selection_probe(model: MultiTaskModel, data: PreparedTasks, per_task: int = 500) -> tuple[list[str], object]:
+    """Up to `per_task` dev sentences of each task and the pretrained encoder's pair cosines of them (before
+    training), for `similarity_kept` after it: a retention score that never looks at STS-B."""
+    firsts = [first(split, per_task) for split, _ in data.held_out["dev"].values()]
+    texts = [text for rows in firsts for text in
+             (rows["text"] if "text" in rows.column_names else [" ".join(words) for words in rows["tokens"]])]
+    return texts, pair_cosines(model.encoder.encode(texts))
+
+
+def final_metrics(model: MultiTaskModel, data: PreparedTasks, history: dict, processes: int, started: float,
+                  selection: str = "validation") -> dict:
+    """Held-out scores, times and sizes. The `selection` split's (and, without a dev split, STS-B's) as the last
+    epoch's record has them (train() scored the same model on the same sets there); the others here, once."""
     last, tasks = history["epochs"][-1], {}
-    for split_name, sets in data.held_out.items():  # (tasks: in training order, validation before test)
+    for split_name, sets in data.held_out.items():  # (tasks: in training order, dev, validation, test)
         for task, (split, features) in sets.items():
-            tasks.setdefault(task, {})[split_name] = (last["validation"][task] if split_name == "validation"
+            tasks.setdefault(task, {})[split_name] = (last["validation"][task] if split_name == selection
                                                       else evaluate_task(model, task, split, features))
-    return {"tasks": tasks, **({} if data.stsb_pairs is None else {"stsb_spearman": last["stsb_spearman"]}),
+    stsb = {} if data.stsb_pairs is None else {"stsb_spearman": last["stsb_spearman"] if selection == "validation"
+                                               else stsb_spearman(model.encoder, data.stsb_pairs)}
+    chosen_on = {"split": selection} | ({} if selection == "validation" else {
+        "carved": data.dev_carved, "scored": {t: len(s) for t, (s, _) in data.held_out["dev"].items()}})
+    return {"tasks": tasks, **stsb, "selection": chosen_on,
             "train_seconds": sum(e["train_seconds"] for e in history["epochs"]),
             "total_seconds": time.perf_counter() - started,
             "train_examples": {t: len(f["input_ids"]) for t, f in data.train_features.items()}, "processes": processes}

@@ -118,6 +118,9 @@ def test_caps():
     (["--llrd-decay", "1.5"], r"decay must be in \(0, 1\]"),
     (["--data-dir", "/nonexistent/data"], "does not exist"),
     (["--freeze", "all"], "^error: freezing 'all' leaves no trainable parameter"),
+    (["--dev-fraction", "1.5"], r"^error: dev fraction must be between 0 and 1 \(exclusive\), got 1.5"),
+    (["--dev-fraction", "0"], r"^error: dev fraction must be between 0 and 1"),
+    (["--context-sentences", "-1"], r"^error: context sentences must be a whole number, 0 or more; got -1"),
 ])
 def test_cli_errors_are_one_clear_line(args, message, tmp_path):
     result = subprocess.run([sys.executable, "-m", "mtl_utils.train", *args, "--output-dir", str(tmp_path), "--quiet",

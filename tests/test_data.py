@@ -10,7 +10,10 @@ CONLL = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter 
 
 def test_read_conll(tmp_path):
     out = read_conll(write(tmp_path / "a.txt", CONLL))
-    assert out == {"tokens": [["EU", "rejects"], ["Peter", "Blackburn"]], "tags": [["B-ORG", "O"], ["B-PER", "I-PER"]]}
+    assert out == {"tokens": [["EU", "rejects"], ["Peter", "Blackburn"]], "tags": [["B-ORG", "O"], ["B-PER", "I-PER"]],
+                   "document": [0, 0]}
+    two = read_conll(write(tmp_path / "b.txt", "x NN O O\n\n" + CONLL + CONLL))
+    assert two["document"] == [-1, 0, 0, 1, 1]  # counted at each -DOCSTART-; -1 before the first
 
 
 def test_conll_crlf_bom_and_no_final_blank_line(tmp_path):
