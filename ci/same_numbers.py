@@ -27,6 +27,7 @@ SETTINGS = {
     "lora_per_task": ["--lora", "4", "--lora-per-task", "--no-stsb"],
     "distillation": ["--keep-embeddings", "1"],
     "bf16": ["--mixed-precision", "bf16", "--no-stsb"],  # the command's default where the CPU has bf16 units
+    "dev_context": ["--dev-fraction", "0.1", "--context-sentences", "1"],  # (new with the dev split: no base)
 }
 TEXTS = ["EU rejects German call to boycott British lamb.", "a gripping, beautifully acted film",
          "Peter Blackburn flew from Brussels to New York on Monday.", "the plot is thin and the jokes fall flat",
