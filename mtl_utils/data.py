@@ -4,6 +4,7 @@ reported with its file and line, not as a shape error in torch) or the Hugging F
 from __future__ import annotations
 
 import os
+from collections import defaultdict
 from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict
@@ -237,14 +238,32 @@ def load_conll2003(data_dir: str | os.PathLike | None = None) -> DatasetDict:
 
 
 def load_sst2(data_dir: str | os.PathLike | None = None) -> DatasetDict:
-    """SST-2: train / validation (the GLUE test split has no labels, so it is not loaded)."""
+    """SST-2: train / validation (the GLUE test split has no labels, so it is not loaded). Train also has
+    `source_sentence`, the row of its phrase's sentence (`source_sentences`)."""
     root, splits = resolve_data_dir(data_dir), ("train", "validation")
     if root is not None:
-        return DatasetDict({split: Dataset.from_dict(read_sst2_tsv(root / "sst2" / f"{split}.tsv")) for split in splits})
-    hub = _from_hub("sst2", splits, ("sentence", "label"))
-    labels = _hub_labels(hub, "sst2", splits, "label", SST2_LABELS)
-    return DatasetDict({split: Dataset.from_dict({"text": [s.strip() for s in hub[split]["sentence"]],
-                                                  "label": labels[split]}) for split in splits})
+        loaded = {split: read_sst2_tsv(root / "sst2" / f"{split}.tsv") for split in splits}
+    else:
+        hub = _from_hub("sst2", splits, ("sentence", "label"))
+        labels = _hub_labels(hub, "sst2", splits, "label", SST2_LABELS)
+        loaded = {split: {"text": [s.strip() for s in hub[split]["sentence"]], "label": labels[split]} for split in splits}
+    loaded["train"]["source_sentence"] = source_sentences(loaded["train"]["text"])
+    return DatasetDict({split: Dataset.from_dict(columns) for split, columns in loaded.items()})
+
+
+def source_sentences(phrases: list[str]) -> list[int]:
+    """GLUE's SST-2 training rows are the phrases of about 6,900 sentences (the sentences among them). For each,
+    the row of a longest phrase that contains it, word for word: phrases of one sentence share it, and a dev
+    split drawn by it (selection.py) keeps every phrase of a sentence on one side."""
+    order = sorted(range(len(phrases)), key=lambda i: (-len(phrases[i]), i))
+    owner, containing = [0] * len(phrases), defaultdict(list)  # word -> the source sentences containing it
+    for i in order:  # longest first: a phrase's source sentence is found before the phrase
+        words, padded = set(phrases[i].split()), f" {phrases[i]} "
+        candidates = min((containing[word] for word in words), key=len, default=[])
+        owner[i] = next((row for row in candidates if padded in f" {phrases[row]} "), i)
+        for word in words if owner[i] == i else ():
+            containing[word].append(i)
+    return owner
 
 
 def load_stsb_validation(data_dir: str | os.PathLike | None = None) -> Dataset:

@@ -42,12 +42,17 @@ def prepare_tasks(specs: list[TaskSpec], tokenizer: PreTrainedTokenizerBase, max
     caps = {spec.name: max_train for spec in specs} if isinstance(max_train, int) else dict(max_train or {})
     prepared = PreparedTasks({}, {}, {}, first(load_stsb_validation(data_dir), max_stsb) if stsb else None)
     for spec in specs:
-        loaded = {name: spec.task_kind.add_context(split, context) for name, split in spec.load_data(data_dir).items()}
+        loaded = dict(spec.load_data(data_dir))
+        if "train" in splits and dev_fraction is not None:
+            try:
+                loaded["train"], loaded["dev"], drawn_by = carve_dev(loaded["train"], dev_fraction, dev_seed)
+            except ValueError as err:
+                raise ValueError(f"task {spec.name!r}: {err}") from None
+            prepared.dev_carved[spec.name] = {"drawn_by": drawn_by, "rows": len(loaded["dev"])}
+        # After carving: a sentence's context never comes from the other side of the split.
+        loaded = {name: spec.task_kind.add_context(split, context) for name, split in loaded.items()}
         if "train" in splits:
             train = loaded["train"]
-            if dev_fraction is not None:
-                train, loaded["dev"], drawn_by = carve_dev(train, dev_fraction, dev_seed)
-                prepared.dev_carved[spec.name] = {"drawn_by": drawn_by, "rows": len(loaded["dev"])}
             if spec.name in caps and caps[spec.name] < len(train):
                 train = train.shuffle(seed=seed).select(range(caps[spec.name]))
             prepared.train_splits[spec.name] = train

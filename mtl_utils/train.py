@@ -58,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-stsb", action="store_true", help="skip the STS-B retention probe")
     p.add_argument("--dev-fraction", type=float, default=None,
                    help="carve this share of each task's training data as a dev split (whole documents for "
-                        "CoNLL-2003, by label for SST-2) and evaluate on it every epoch; the validation and test "
+                        "CoNLL-2003, whole sentences with their phrases for SST-2) and evaluate on it every epoch; the validation and test "
                         "sets and STS-B are then scored once, at the end")
-    p.add_argument("--dev-seed", type=int, default=0, help="which dev split (the same for every --seed)")
+    p.add_argument("--dev-seed", type=int, default=None, help="which dev split (default 0; the same for every --seed)")
     p.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the interrupted run whose --output-dir was DIR, with its saved arguments")
     add_settings(p, ModelConfig, "model")
@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
     resolve_data_dir(args.data_dir)
     if args.dev_fraction is not None:
         check_fraction(args.dev_fraction)
+    if args.dev_seed is not None and (args.dev_fraction is None or args.dev_seed < 0):
+        raise ValueError(f"--dev-seed {args.dev_seed}: needs --dev-fraction and a seed of 0 or more")
+    dev_seed = args.dev_seed or 0
     # With several processes (torchrun, accelerate launch) all train, but only the main one prints and writes files.
     state = distributed_state()
     log = print if state.is_main_process else (lambda *values, **kwargs: None)
@@ -126,14 +129,15 @@ def main(argv: list[str] | None = None) -> dict:
     log(format_report(parameter_report(model)))
     data = prepare_tasks(specs, model.encoder.tokenizer, args.max_length, args.data_dir, max_train=caps,
                          max_eval=args.max_eval_samples, seed=args.seed, stsb=not args.no_stsb,
-                         context=args.context_sentences, dev_fraction=args.dev_fraction, dev_seed=args.dev_seed)
+                         context=args.context_sentences, dev_fraction=args.dev_fraction, dev_seed=dev_seed)
     for task, split in data.train_splits.items():  # "(N per epoch)" where fewer than all, else every example each epoch
         capped = f" ({per_epoch[task]:,} per epoch)" if per_epoch.get(task, len(split)) < len(split) else ""
         log(f"{task}: {len(split):,} training examples{capped}; held out: " + ", ".join(
             f"{name} {len(sets[task][0]):,}" for name, sets in data.held_out.items() if task in sets))
     # With a dev split, every epoch is scored on it; the reported sets once, after training (final_metrics).
     selection = "dev" if args.dev_fraction is not None else "validation"
-    dev_texts, reference = selection_probe(model, data) if selection == "dev" else (None, None)
+    probe = selection == "dev" and state.is_main_process  # (before training: the pretrained encoder's view)
+    dev_texts, reference = selection_probe(model, data) if probe else (None, None)
     history = train(model, data.train_features, data.held_out.get(selection, {}), config,
                     data.stsb_pairs if selection == "validation" else None, args.output_dir, resume=bool(args.resume))
     # The main process alone scores the test splits (all have the same weights); the others wait in the broadcast.
@@ -141,9 +145,10 @@ def main(argv: list[str] | None = None) -> dict:
                "arguments": vars(args)}
     if state.is_main_process:
         metrics |= final_metrics(model, data, history, state.num_processes, started, selection)
-        if dev_texts is not None:
-            metrics["selection"] |= {"fraction": args.dev_fraction, "seed": args.dev_seed,
-                                     "dev_similarity_kept": similarity_kept(model.encoder, dev_texts, reference),
+        if selection == "dev":
+            metrics["selection"] |= {"fraction": args.dev_fraction, "seed": dev_seed}
+        if dev_texts is not None and len(dev_texts) > 2:  # (a correlation needs three pairs)
+            metrics["selection"] |= {"dev_similarity_kept": similarity_kept(model.encoder, dev_texts, reference),
                                      "dev_similarity_sentences": len(dev_texts)}
         model.save_pretrained(out / "model")
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -120,6 +120,7 @@ def test_caps():
     (["--freeze", "all"], "^error: freezing 'all' leaves no trainable parameter"),
     (["--dev-fraction", "1.5"], r"^error: dev fraction must be between 0 and 1 \(exclusive\), got 1.5"),
     (["--dev-fraction", "0"], r"^error: dev fraction must be between 0 and 1"),
+    (["--dev-seed", "3"], r"^error: --dev-seed 3: needs --dev-fraction"),
     (["--context-sentences", "-1"], r"^error: context sentences must be a whole number, 0 or more; got -1"),
 ])
 def test_cli_errors_are_one_clear_line(args, message, tmp_path):

@@ -7,11 +7,11 @@ import pytest
 from datasets import Dataset
 
 from mtl_utils.context import add_document_context
-from mtl_utils.data import load_conll2003, load_sst2
+from mtl_utils.data import load_conll2003, load_sst2, source_sentences
 from mtl_utils.prepare import prepare_tasks
 from mtl_utils.selection import carve_dev
 from mtl_utils.tasks import BUILTIN_TASKS
-from mtl_utils.tokenization import IGNORE_INDEX, tokenize_split
+from mtl_utils.tokenization import IGNORE_INDEX, tokenize_split, tokenize_words
 from mtl_utils.train import main
 
 
@@ -32,13 +32,31 @@ def test_dev_split_is_disjoint_reproducible_and_keeps_documents_whole(shared_dat
     assert dev["row"] == sorted(dev["row"])  # the file's order on both sides
 
 
-def test_dev_split_is_stratified_by_label(shared_data):
+def test_sst2_dev_split_keeps_each_sentence_with_its_phrases(shared_data):
     sst2 = load_sst2(shared_data)["train"]
     train, dev, by = carve_dev(sst2, 0.1, seed=0)
-    assert by == "label"
+    assert by == "source_sentence"
+    assert set(train["source_sentence"]).isdisjoint(dev["source_sentence"])
+    # a dev sentence (a source) is inside no training phrase: the phrases of its sentence are all in dev
+    dev_sentences = {sst2[i]["text"] for i in set(dev["source_sentence"])}
+    assert len(dev_sentences) > 500
+    training_text = "\n".join(f" {t} " for t in train["text"])
+    assert not any(f" {s} " in training_text for s in list(dev_sentences)[:300])
     everything, carved = collections.Counter(sst2["label"]), collections.Counter(dev["label"])
-    for label, n in everything.items():
-        assert carved[label] == round(0.1 * n)
+    for label, n in everything.items():  # drawn by sentence, not by label: the proportions about the same
+        assert abs(carved[label] / len(dev) - n / len(sst2)) < 0.03
+
+
+def test_source_sentences_match_whole_words():
+    phrases = ["a b c", "b c", "c", "d", "bc", "a b c d e"]
+    assert source_sentences(phrases) == [5, 5, 5, 5, 4, 5]  # "bc" is inside no phrase word for word
+
+
+def test_a_split_without_sources_is_stratified_by_label():
+    split = Dataset.from_dict({"text": [f"t{i}" for i in range(100)], "label": ["a"] * 80 + ["b"] * 20})
+    train, dev, by = carve_dev(split, 0.1, seed=0)
+    assert by == "label" and collections.Counter(dev["label"]) == {"a": 8, "b": 2}
+    assert set(train["text"]).isdisjoint(dev["text"]) and len(train) + len(dev) == 100
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.2, 1.5])
@@ -52,7 +70,7 @@ def test_prepared_dev_split_is_apart_from_training_rows_and_reported_sets(shared
     data = prepare_tasks([ner, sentiment], encoder.tokenizer, 64, shared_data, max_train=500, seed=3,
                          dev_fraction=0.1, dev_seed=0)
     assert list(data.held_out) == ["dev", "validation", "test"]
-    assert data.dev_carved["ner"]["drawn_by"] == "document" and data.dev_carved["sentiment"]["drawn_by"] == "label"
+    assert data.dev_carved["ner"]["drawn_by"] == "document" and data.dev_carved["sentiment"]["drawn_by"] == "source_sentence"
     conll = load_conll2003(shared_data)
     dev = data.held_out["dev"]["ner"][0]
     # The dev rows are training-file rows (document and words), none of them among the rows trained on.
@@ -61,19 +79,12 @@ def test_prepared_dev_split_is_apart_from_training_rows_and_reported_sets(shared
     trained = {(d, tuple(w)) for d, w in zip(data.train_splits["ner"]["document"], data.train_splits["ner"]["tokens"])}
     assert dev_rows <= train_file and dev_rows.isdisjoint(trained)
     assert set(dev["document"]).isdisjoint(data.train_splits["ner"]["document"])
-    # No dev sentence is a reported sentence unless the original files already share it (short ones like "-").
+    # The reported sets are their files, whole and untouched (the dev rows come from the training file).
     for name in ("validation", "test"):
-        reported = set(map(tuple, conll[name]["tokens"]))
-        assert {w for _, w in dev_rows} & reported <= {w for _, w in train_file} & reported
-        assert data.held_out[name]["ner"][0]["tokens"] == conll[name]["tokens"]  # reported sets untouched
+        assert data.held_out[name]["ner"][0]["tokens"] == conll[name]["tokens"]
     sst2_dev, sst2_trained = data.held_out["dev"]["sentiment"][0], data.train_splits["sentiment"]
-    assert set(sst2_dev["text"]).isdisjoint(sst2_trained["text"]) or \
-        set(sst2_dev["text"]) & set(sst2_trained["text"]) <= duplicated(load_sst2(shared_data)["train"]["text"])
+    assert set(sst2_dev["source_sentence"]).isdisjoint(sst2_trained["source_sentence"])
     assert data.held_out["validation"]["sentiment"][0]["text"] == load_sst2(shared_data)["validation"]["text"]
-
-
-def duplicated(texts: list[str]) -> set[str]:
-    return {text for text, n in collections.Counter(texts).items() if n > 1}
 
 
 def test_document_context_puts_no_label_on_a_context_token(shared_data, encoder):
@@ -92,6 +103,31 @@ def test_document_context_puts_no_label_on_a_context_token(shared_data, encoder)
         assert len(context["input_ids"][i]) <= 128
         longer += len(context["input_ids"][i]) > len(plain["input_ids"][i])
     assert longer > 50  # the context is really there
+
+
+def test_context_window_keeps_the_sentence_whole_and_its_context_beside_it(encoder):
+    tokenizer, ner = encoder.tokenizer, BUILTIN_TASKS["ner"]
+    words, tags = ["Peter", "Blackburn", "flew", "to", "Paris", "\u200b", "."], ["B-PER", "I-PER", "O", "O", "B-LOC", "O", "O"]
+    before, after = ["EU", "rejects", "German", "call"], "to boycott British lamb , said the Commission on Friday .".split()
+    full = tokenizer([[*before, *words, *after]], is_split_into_words=True, add_special_tokens=False)["input_ids"][0]
+    own = tokenizer([words], is_split_into_words=True, add_special_tokens=False)["input_ids"][0]
+    for max_length in (9, 10, 12, 16, 64):
+        plain = tokenize_words(tokenizer, [words], max_length, [tags], ner)
+        context = tokenize_words(tokenizer, [words], max_length, [tags], ner, contexts=[(before, after)])
+        ids = context["input_ids"][0]
+        assert len(ids) <= max_length and ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+        inner = ids[1:-1]  # a contiguous stretch of the document around the sentence
+        assert any(full[k:k + len(inner)] == inner for k in range(len(full)))
+        if len(own) + 2 >= max_length:  # the sentence alone fills the room: cut as without context
+            assert context == plain
+        else:  # all of the sentence, then context on both sides while there is room
+            assert own == inner[inner.index(own[0]):][:len(own)] and len(ids) == min(max_length, len(full) + 2)
+            assert context["words_kept"] == plain["words_kept"] == [7]
+        assert [context["labels"][0][p] for p in context["word_starts"][0]] == \
+            [plain["labels"][0][p] for p in plain["word_starts"][0]]
+    assert 5 not in plain["labelled_words"][0]  # the zero-width word has no subword, in both
+    left = tokenize_words(tokenizer, [words], 16, [tags], ner, contexts=[(["EU"], after)])["input_ids"][0]
+    assert left[1] == tokenizer.convert_tokens_to_ids("eu") and len(left) == 16  # one token on the left; the rest of the room on the right
 
 
 def test_document_context_of_size_0_changes_nothing(shared_data, encoder):
