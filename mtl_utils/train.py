@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-eval-samples", type=int, default=None, help="cap on held-out examples (quick runs only)")
     p.add_argument("--no-stsb", action="store_true", help="skip the STS-B retention probe")
     p.add_argument("--dev-fraction", type=float, default=None,
-                   help="carve this share of each task's training data as a dev split (whole documents for "
-                        "CoNLL-2003, whole sentences with their phrases for SST-2) and evaluate on it every epoch; the validation and test "
-                        "sets and STS-B are then scored once, at the end")
+                   help="carve this share of each task's training data as a dev split (whole CoNLL-2003 documents, "
+                        "whole SST-2 sentences with their phrases) and score every epoch on it; the validation "
+                        "and test sets and STS-B are then scored once, at the end")
     p.add_argument("--dev-seed", type=int, default=None, help="which dev split (default 0; the same for every --seed)")
     p.add_argument("--resume", metavar="DIR", default=None,
                    help="continue the interrupted run whose --output-dir was DIR, with its saved arguments")
