@@ -1,13 +1,41 @@
-"""The book's results at a glance are what book/results_table.py writes from results/ (no hand edits)."""
+"""The book's results tables are what book/results_table.py and book/dev_sweep.py write from results/ (no
+hand edits)."""
 import importlib.util
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_results_table_is_regenerated_without_a_diff():
-    spec = importlib.util.spec_from_file_location("results_table", ROOT / "book" / "results_table.py")
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "book" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.render() == (ROOT / "book" / "results_table.md").read_text(), \
+    return module
+
+
+def test_the_results_table_is_regenerated_without_a_diff():
+    assert load("results_table").render() == (ROOT / "book" / "results_table.md").read_text(), \
         "book/results_table.md differs from what `python book/results_table.py` writes: run it"
+
+
+def test_the_dev_sweep_is_regenerated_without_a_diff():
+    document, table = load("dev_sweep").sweep()
+    assert table == (ROOT / "book" / "dev_sweep_table.md").read_text(), \
+        "book/dev_sweep_table.md differs from what `python book/dev_sweep.py` writes: run it"
+    assert document == json.loads((ROOT / "results" / "dev_sweep.json").read_text()), \
+        "results/dev_sweep.json differs from what `python book/dev_sweep.py` writes: run it"
+
+
+def test_the_sweep_rule_excludes_what_forgets_or_runs_over_budget():
+    sweep = load("dev_sweep")
+    rows = [{"name": sweep.BASE, "dev_ner_f1": 0.90, "dev_sentiment_accuracy": 0.90, "dev_similarity_kept": 0.95,
+             "run_minutes": 15.0},
+            {"name": "forgets", "dev_ner_f1": 0.99, "dev_sentiment_accuracy": 0.99, "dev_similarity_kept": 0.90,
+             "run_minutes": 15.0},
+            {"name": "slow", "dev_ner_f1": 0.99, "dev_sentiment_accuracy": 0.99, "dev_similarity_kept": 0.95,
+             "run_minutes": sweep.BUDGET_MINUTES + 1},
+            {"name": "better", "dev_ner_f1": 0.91, "dev_sentiment_accuracy": 0.90, "dev_similarity_kept": 0.945,
+             "run_minutes": 15.0}]
+    assert sweep.choose(rows) == "better"
+    assert sweep.choose(rows[:3]) == sweep.BASE
