@@ -29,7 +29,7 @@ SUBSETS = {"full fine-tuning (default)": "full fine-tuning", "distillation": "di
 SETTINGS = {"full fine-tuning (default)": {}, "distillation": {},
             "per-task LoRA": {"lora": 16, "lora_targets": "all", "lora_per_task": True}}
 # One model per task against the shared encoder, on the same training rows (the development split carved
-# out), bf16, seeds 42, 1 and 2 in this order: run i of each list shares its seed.
+# out), bf16; runs are paired by the seed in their metrics.json.
 SINGLE = {"ner": ["ner-alone", "ner-alone-seed1", "ner-alone-seed2"],
           "sentiment": ["sentiment-alone", "sentiment-alone-seed1", "sentiment-alone-seed2"]}
 TIMED_WITH_OTHERS = {"ner-alone-seed2"}  # shared the cores (provenance page): left out of the minutes
@@ -109,11 +109,11 @@ def single_task_rows() -> list[str]:
     acc = {name: by_seed(group, lambda r: r["tasks"]["sentiment"]["validation"]["accuracy"])
            for name, group in (("alone", sentiment), ("shared", shared))}
 
-    def spread(scores: dict[int, float] | list[float], digits: int = 4) -> str:
-        return mean_std(list(scores.values()) if isinstance(scores, dict) else scores, digits)
+    def spread(scores: dict[int, float]) -> str:
+        return mean_std(list(scores.values()), 4)
 
     def stsb(group: list[dict]) -> str:
-        return spread([r["stsb_spearman"] for r in group], 3)
+        return mean_std([r["stsb_spearman"] for r in group], 3)
 
     return [f"| NER alone | {spread(f1['alone'])} | - | {stsb(ner)} | {minutes(SINGLE['ner'])} |",
             f"| SST-2 alone | - | {spread(acc['alone'])} | {stsb(sentiment)} | {minutes(SINGLE['sentiment'])} |",
