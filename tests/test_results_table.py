@@ -20,9 +20,11 @@ def test_the_results_table_is_regenerated_without_a_diff():
 
 
 def test_the_dev_sweep_is_regenerated_without_a_diff():
-    document, table = load("dev_sweep").sweep()
+    document, table, seeds_table = load("dev_sweep").sweep()
     assert table == (ROOT / "book" / "dev_sweep_table.md").read_text(), \
         "book/dev_sweep_table.md differs from what `python book/dev_sweep.py` writes: run it"
+    assert seeds_table == (ROOT / "book" / "dev_sweep_seeds.md").read_text(), \
+        "book/dev_sweep_seeds.md differs from what `python book/dev_sweep.py` writes: run it"
     assert document == json.loads((ROOT / "results" / "dev_sweep.json").read_text()), \
         "results/dev_sweep.json differs from what `python book/dev_sweep.py` writes: run it"
 
@@ -39,3 +41,13 @@ def test_the_sweep_rule_excludes_what_forgets_or_runs_over_budget():
              "run_minutes": 15.0}]
     assert sweep.choose(rows) == "better"
     assert sweep.choose(rows[:3]) == sweep.BASE
+
+
+def test_a_chosen_setting_without_three_seeds_stops_with_one_line():
+    sweep = load("dev_sweep")
+    try:
+        sweep.seed_check("a-setting-run-once")
+    except SystemExit as stop:
+        assert "a-setting-run-once" in str(stop) and "SEEDS" in str(stop)
+    else:
+        raise AssertionError("seed_check ran without three seeds of the chosen setting")
