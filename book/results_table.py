@@ -33,8 +33,8 @@ SETTINGS = {"full fine-tuning (default)": {}, "distillation": {},
 SINGLE = {"ner": ["ner-alone", "ner-alone-seed1", "ner-alone-seed2"],
           "sentiment": ["sentiment-alone", "sentiment-alone-seed1", "sentiment-alone-seed2"]}
 TIMED_WITH_OTHERS = {"ner-alone-seed2"}  # shared the cores (provenance page): left out of the minutes
-SHARED = ("distillation, chosen on the dev split", "`--keep-embeddings 1`",
-          ["dev-distil", "dev-distil-seed1", "dev-distil-seed2"])
+SHARED = ("distillation at lr 3e-4, chosen on the dev split", "`--keep-embeddings 1 --lr 3e-4`",
+          ["dev-distil-lr3e-4", "dev-distil-lr3e-4-seed1", "dev-distil-lr3e-4-seed2"])
 
 
 def mean_std(values: list[float], digits: int) -> str:
