@@ -33,8 +33,11 @@ SETTINGS = {"full fine-tuning (default)": {}, "distillation": {},
 SINGLE = {"ner": ["ner-alone", "ner-alone-seed1", "ner-alone-seed2"],
           "sentiment": ["sentiment-alone", "sentiment-alone-seed1", "sentiment-alone-seed2"]}
 TIMED_WITH_OTHERS = {"ner-alone-seed2"}  # shared the cores (provenance page): left out of the minutes
-SHARED = ("distillation at lr 3e-4, chosen on the dev split", "`--keep-embeddings 1 --lr 3e-4`",
-          ["dev-distil-lr3e-4", "dev-distil-lr3e-4-seed1", "dev-distil-lr3e-4-seed2"])
+# The shared encoder: the recipe the dev sweep chose (book/dev_sweep.py), then the sweep's base.
+SHARED = [("distillation at lr 3e-4, chosen on the dev split", "`--keep-embeddings 1 --lr 3e-4`",
+           ["dev-distil-lr3e-4", "dev-distil-lr3e-4-seed1", "dev-distil-lr3e-4-seed2"]),
+          ("distillation at lr 2e-4, the sweep's base", "`--keep-embeddings 1`",
+           ["dev-distil", "dev-distil-seed1", "dev-distil-seed2"])]
 
 
 def mean_std(values: list[float], digits: int) -> str:
@@ -99,15 +102,16 @@ def single_task_rows() -> list[str]:
         timed = runs([f for f in folders if f not in TIMED_WITH_OTHERS])
         return f"{statistics.mean(r['total_seconds'] for r in timed) / 60:.1f}"
 
-    ner, sentiment, shared = runs(SINGLE["ner"]), runs(SINGLE["sentiment"]), runs(SHARED[2])
+    ner, sentiment = runs(SINGLE["ner"]), runs(SINGLE["sentiment"])
 
     def by_seed(group: list[dict], score) -> dict[int, float]:
         return {r["arguments"]["seed"]: score(r) for r in group}
 
-    f1 = {name: by_seed(group, lambda r: r["tasks"]["ner"]["test"]["f1"])
-          for name, group in (("alone", ner), ("shared", shared))}
-    acc = {name: by_seed(group, lambda r: r["tasks"]["sentiment"]["validation"]["accuracy"])
-           for name, group in (("alone", sentiment), ("shared", shared))}
+    def f1(group: list[dict]) -> dict[int, float]:
+        return by_seed(group, lambda r: r["tasks"]["ner"]["test"]["f1"])
+
+    def acc(group: list[dict]) -> dict[int, float]:
+        return by_seed(group, lambda r: r["tasks"]["sentiment"]["validation"]["accuracy"])
 
     def spread(scores: dict[int, float]) -> str:
         return mean_std(list(scores.values()), 4)
@@ -115,12 +119,15 @@ def single_task_rows() -> list[str]:
     def stsb(group: list[dict]) -> str:
         return mean_std([r["stsb_spearman"] for r in group], 3)
 
-    return [f"| NER alone | {spread(f1['alone'])} | - | {stsb(ner)} | {minutes(SINGLE['ner'])} |",
-            f"| SST-2 alone | - | {spread(acc['alone'])} | {stsb(sentiment)} | {minutes(SINGLE['sentiment'])} |",
-            f"| one shared encoder: {SHARED[0]} | {spread(f1['shared'])} | {spread(acc['shared'])} "
-            f"| {stsb(shared)} | {minutes(SHARED[2])} |",
-            f"| shared minus alone, paired by seed (95% interval) | {paired(f1['shared'], f1['alone'])} "
-            f"| {paired(acc['shared'], acc['alone'])} | | |"]
+    rows = [f"| NER alone | {spread(f1(ner))} | - | {stsb(ner)} | {minutes(SINGLE['ner'])} |",
+            f"| SST-2 alone | - | {spread(acc(sentiment))} | {stsb(sentiment)} | {minutes(SINGLE['sentiment'])} |"]
+    for label, _, folders in SHARED:
+        shared = runs(folders)
+        rows += [f"| one shared encoder: {label} | {spread(f1(shared))} | {spread(acc(shared))} "
+                 f"| {stsb(shared)} | {minutes(folders)} |",
+                 f"| its difference to one model per task, paired by seed (95% interval) "
+                 f"| {paired(f1(shared), f1(ner))} | {paired(acc(shared), acc(sentiment))} | | |"]
+    return rows
 
 
 def decision_rows() -> list[str]:
@@ -194,12 +201,12 @@ def render() -> str:
              "F1; min: minutes of a whole run; trained: trainable parameters.", "",
              "**One model per task or one shared encoder**, on the same training rows (10 % of each task's "
              "training data held out as the development split on which settings are chosen), bf16; seeds: NER "
-             f"alone {seeds(SINGLE['ner'])}, SST-2 alone {seeds(SINGLE['sentiment'])}, shared {seeds(SHARED[2])} "
+             f"alone {seeds(SINGLE['ner'])}, SST-2 alone {seeds(SINGLE['sentiment'])}, shared {seeds(SHARED[0][2])} "
              "(mean ± standard deviation over the runs; min: mean minutes of a whole run, of the runs timed "
              "alone):", "",
              "| model | NER test F1 | SST-2 acc. | STS-B | min |", "|---|---:|---:|---:|---:|", *single_task_rows(),
              "", "Each is `python -m mtl_utils.train --dev-fraction 0.1 --mixed-precision bf16` with `--tasks ner`, "
-             f"`--tasks sentiment`, or {SHARED[1]}.", "",
+             f"`--tasks sentiment`, or " + " or ".join(options for _, options, _ in SHARED) + ".", "",
              "Interpolation has not been run on the full data. **Notebook 6's subsets** (4,000 + 4,000 training "
              "sentences, one epoch, validation sets; seeds 1, 2 and 3) compare all four:", "",
              "| recipe | runs | NER validation F1 | SST-2 acc. | STS-B |",
