@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEP_JSON = ROOT / "results" / "dev_sweep.json"
 TABLE = ROOT / "book" / "dev_sweep_table.md"
 SEEDS_TABLE = ROOT / "book" / "dev_sweep_seeds.md"
+FIGURE = ROOT / "book" / "images" / "dev_sweep.png"
 BASE = "dev-distil"  # distillation (`--keep-embeddings 1`), the recipe that keeps the encoder
 DEFAULT = "dev-default"  # the command's default, full fine-tuning: item 5 asks whether the choice beats it
 ROWS = ["dev-distil", "dev-distil-ctx1", "dev-distil-lambda0.5", "dev-distil-e4", "dev-distil-lr3e-4",
@@ -165,11 +166,64 @@ def sweep() -> tuple[dict, str, str]:
     return document, render(rows, chosen), render_seeds(check, next(r for r in rows if r["name"] == chosen))
 
 
+SHORT = {"dev-distil": "base", "dev-distil-ctx1": "context 1", "dev-distil-lambda0.5": "λ 0.5",
+         "dev-distil-e4": "4 epochs", "dev-distil-lr3e-4": "lr 3e-4", "dev-distil-lr1e-4": "lr 1e-4",
+         "dev-distil-sst33675": "SST-2 cap 33,675"}
+ALONE = {"dev_ner_f1": (["ner-alone", "ner-alone-seed1", "ner-alone-seed2"], "ner", "f1"),
+         "dev_sentiment_accuracy": (["sentiment-alone", "sentiment-alone-seed1", "sentiment-alone-seed2"],
+                                    "sentiment", "accuracy")}
+
+
+def plot(document: dict) -> None:
+    """Each dev score against the dev similarity kept: what the rule trades, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in document["rows"] if r["name"] in SHORT]
+    base = next(r for r in rows if r["name"] == BASE)
+    check = document["seed_check"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.9), sharex=True)
+    panels = (("dev_ner_f1", "dev NER F1"), ("dev_sentiment_accuracy", "dev SST-2 acc."))
+    for ax, (key, score) in zip(axes, panels):
+        folders, task, metric = ALONE[key]
+        alone = statistics.mean(load(f)["tasks"][task]["dev"][metric] for f in folders)
+        seeds = [check["scores"][score][side] for side in ("base", "chosen")]
+        values = [r[key] for r in rows] + [alone] + [statistics.mean(v) + sign * statistics.stdev(v)
+                                                     for v in seeds for sign in (-1, 1)]
+        low, high = min(values), max(values)
+        ax.set_ylim(low - 0.12 * (high - low), high + 0.15 * (high - low))
+        ax.set_xlim(0.905, 0.962)
+        ax.axvspan(0.905, base["dev_similarity_kept"] - KEPT_TOLERANCE, color="#eeeeee")
+        ax.text(0.906, low - 0.08 * (high - low), "forgets more:\nthe rule skips", fontsize=8)
+        ax.axhline(alone, color="#777777", linestyle="--", linewidth=1)
+        ax.text(0.961, alone - 0.01 * (high - low), "one model per task\n(3 seeds)", fontsize=8, va="top",
+                ha="right")
+        for r in rows:
+            over = r["run_minutes"] > BUDGET_MINUTES
+            ax.plot(r["dev_similarity_kept"], r[key], "o", color="#1f77b4",
+                    markerfacecolor="white" if over else "#1f77b4")
+            ax.annotate(SHORT[r["name"]], (r["dev_similarity_kept"], r[key]), textcoords="offset points",
+                        xytext=(4, 3), fontsize=8)
+        for side in ("base", "chosen"):
+            kept, scores = check["scores"]["dev similarity kept"][side], check["scores"][score][side]
+            ax.errorbar(statistics.mean(kept), statistics.mean(scores), xerr=statistics.stdev(kept),
+                        yerr=statistics.stdev(scores), fmt="D", color="#d62728", markersize=4, capsize=2)
+        ax.set_title(score, fontsize=10)
+        ax.set_xlabel("dev similarity kept (1 = as pretrained)")
+    fig.tight_layout()
+    FIGURE.parent.mkdir(exist_ok=True)
+    fig.savefig(FIGURE, dpi=200)
+    plt.close(fig)
+
+
 def main() -> None:
     document, table, seeds_table = sweep()
     SWEEP_JSON.write_text(json.dumps(document, indent=1) + "\n")
     TABLE.write_text(table)
     SEEDS_TABLE.write_text(seeds_table)
+    plot(document)
     print(f"wrote {SWEEP_JSON.relative_to(ROOT)} and {TABLE.relative_to(ROOT)}; chosen: {document['chosen']}")
 
 
