@@ -60,6 +60,10 @@ def row(name: str, base: dict) -> dict:
             "run_minutes": run["total_seconds"] / 60}
 
 
+def named(rows: list[dict], name: str) -> dict:
+    return next(r for r in rows if r["name"] == name)
+
+
 def mean_dev_score(row: dict) -> float:
     return (row["dev_ner_f1"] + row["dev_sentiment_accuracy"]) / 2
 
@@ -77,7 +81,7 @@ def excluded(row: dict, base: dict) -> str:
 def choose(rows: list[dict]) -> str:
     """The rule: the highest mean of the two dev scores among the settings that keep the dev similarity within
     KEPT_TOLERANCE of BASE's (the distillation recipe, whose STS-B holds at 0.81) and run within the budget."""
-    base = next(r for r in rows if r["name"] == BASE)
+    base = named(rows, BASE)
     allowed = [r for r in rows if not excluded(r, base)]
     return max(allowed, key=mean_dev_score)["name"]
 
@@ -94,7 +98,7 @@ def render(rows: list[dict], chosen: str) -> str:
     lines = ["<!-- Written by book/dev_sweep.py from results/; do not edit. -->", "",
              "| setting | dev NER F1 | dev SST-2 acc. | mean | dev similarity kept | min | rule |",
              "|---|---:|---:|---:|---:|---:|---|"]
-    base = next(r for r in rows if r["name"] == BASE)
+    base = named(rows, BASE)
     for r in rows:
         verdict = "chosen" if r["name"] == chosen else excluded(r, base) or "lower mean"
         lines.append(f"| {label(r)} | {r['dev_ner_f1']:.4f} | {r['dev_sentiment_accuracy']:.4f} "
@@ -163,7 +167,7 @@ def sweep() -> tuple[dict, str, str]:
                 # Item 5 of the issue: a chosen recipe that beats the default on dev becomes the default.
                 "chosen_beats_default_on_dev": score[chosen] > score[DEFAULT],
                 "rows": rows, "seed_check": check}
-    return document, render(rows, chosen), render_seeds(check, next(r for r in rows if r["name"] == chosen))
+    return document, render(rows, chosen), render_seeds(check, named(rows, chosen))
 
 
 SHORT = {"dev-distil": "base", "dev-distil-ctx1": "context 1", "dev-distil-lambda0.5": "λ 0.5",
@@ -183,7 +187,7 @@ def plot(document: dict) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in document["rows"] if r["name"] in SHORT]
-    base = next(r for r in rows if r["name"] == BASE)
+    base = named(rows, BASE)
     check = document["seed_check"]
     fig, axes = plt.subplots(1, 2, figsize=(7.2, 3.5), sharex=True)
     panels = (("dev_ner_f1", "dev NER F1"), ("dev_sentiment_accuracy", "dev SST-2 acc."))

@@ -201,7 +201,8 @@ def render() -> str:
              "F1; min: minutes of a whole run; trained: trainable parameters.", "",
              "**One model per task or one shared encoder**, on the same training rows (10 % of each task's "
              "training data held out as the development split on which settings are chosen), bf16; seeds: NER "
-             f"alone {seeds(SINGLE['ner'])}, SST-2 alone {seeds(SINGLE['sentiment'])}, shared {seeds(SHARED[0][2])} "
+             f"alone {seeds(SINGLE['ner'])}, SST-2 alone {seeds(SINGLE['sentiment'])}, "
+             f"shared {seeds(SHARED[0][2])} "
              "(mean ± standard deviation over the runs; min: mean minutes of a whole run, of the runs timed "
              "alone):", "",
              "| model | NER test F1 | SST-2 acc. | STS-B | min |", "|---|---:|---:|---:|---:|", *single_task_rows(),
